@@ -1,0 +1,82 @@
+"""The ``fieldforge`` console script: one verb per module, errors on one line.
+
+Each verb module exposes ``add_arguments(parser)`` and ``run(args) -> int | None``.
+Benchmarks are verbs of ``fieldforge bench NAME``, one module each (``BENCHES``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+VERBS = {
+    "train": ("fieldforge.apps.train", "train a method on a scene (no DATA: the bundled scene)"),
+    "eval": ("fieldforge.apps.evaluate", "render a split of a run and write per-image metrics"),
+    "render": ("fieldforge.apps.render_video", "render a camera path to mp4 or PNGs"),
+    "view": ("fieldforge.apps.viewer", "browser viewer (viser) for a run"),
+    "process": ("fieldforge.apps.process", "photographs or a video to posed data (pycolmap)"),
+    "export": ("fieldforge.apps.export", "export a run: mesh, point cloud, 3DGS .ply, cameras"),
+    "distill": ("fieldforge.apps.distill", "train a field from a trained field"),
+    "bench": (None, "benchmarks that print a table and write JSON"),
+}
+
+BENCHES = {
+    "radiance": ("fieldforge.apps.bench_radiance", "train+eval field methods on a scene"),
+    "signals": ("fieldforge.apps.bench_signals", "fit 2D/3D signals with each encoding"),
+    "integrate": ("fieldforge.apps.bench_integrate", "Monte Carlo vs control variates"),
+    "splat": ("fieldforge.apps.bench_splat", "rasterizer speed and memory"),
+    "psnr": ("fieldforge.apps.bench_psnr", "methods x scenes PSNR table"),
+}
+
+
+def _load(module: str):
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("fieldforge"):
+            return None
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fieldforge", description="Neural fields and Gaussian splats on PyTorch.")
+    sub = parser.add_subparsers(dest="verb", required=True)
+    for verb, (module, help_) in VERBS.items():
+        if verb == "bench":
+            p = sub.add_parser("bench", help=help_)
+            bsub = p.add_subparsers(dest="bench", required=True)
+            for name, (bmod, bhelp) in BENCHES.items():
+                mod = _load(bmod)
+                if mod is None:
+                    continue
+                bp = bsub.add_parser(name, help=bhelp)
+                mod.add_arguments(bp)
+                bp.set_defaults(_run=mod.run)
+            continue
+        mod = _load(module)
+        if mod is None:
+            continue
+        p = sub.add_parser(verb, help=help_)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from fieldforge.errors import FieldforgeError
+
+    args = build_parser().parse_args(argv)
+    try:
+        code = args._run(args)
+    except FieldforgeError as e:
+        print(f"fieldforge {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fieldforge {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

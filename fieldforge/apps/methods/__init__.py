@@ -1,0 +1,5 @@
+"""Registered methods. Importing this package registers every built-in method."""
+
+from fieldforge.apps.methods.base import METHODS, Method, MethodConfig, get_method, register
+
+__all__ = ["METHODS", "Method", "MethodConfig", "get_method", "register"]

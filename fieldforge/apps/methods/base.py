@@ -1,0 +1,78 @@
+"""The Method seam: a registered training recipe that the trainer, eval, render, viewer,
+export and benchmark use through one interface.
+
+A method owns its model(s), optimisers and schedulers. The trainer only calls:
+
+- ``Method(config, scene, device)``: build from a typed config dataclass and the *train* scene;
+- ``train_step(step) -> dict``: one optimisation step (forward, backward, optimiser and
+  scheduler step, densification, ...). Must contain "loss" (float); may contain "psnr",
+  "rays" (rays or pixels processed, for rays/s) and anything else worth logging;
+- ``render(cameras, background) -> dict``: render camera 0 of ``cameras`` at its size;
+  returns "rgb" [H, W, 3], "depth" [H, W, 1], "opacity" [H, W, 1] and any extra channels;
+- ``state_dict()`` / ``load_state_dict()``: everything needed to continue training exactly
+  (model, optimisers, schedulers, method RNG). Tensors, numbers, strings, lists and dicts
+  only, so checkpoints load with ``torch.load(weights_only=True)``.
+
+Adding a method: subclass, set ``name`` and ``Config``, and decorate with :func:`register`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from fieldforge.errors import FieldforgeError
+from fieldforge.scenes import Cameras, Scene
+
+METHODS: dict[str, type["Method"]] = {}
+
+
+@dataclasses.dataclass
+class MethodConfig:
+    """Base for method configs; subclasses add typed fields with defaults."""
+
+
+class Method(nn.Module):
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = MethodConfig
+
+    def __init__(self, config: Any, scene: Scene, device: torch.device):
+        super().__init__()
+        self.config = config
+        self.device = device
+
+    def train_step(self, step: int) -> dict[str, float]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def render(self, cameras: Cameras, background: Tensor) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: make ``cls`` available as ``--method cls.name``."""
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(name: str) -> type[Method]:
+    from fieldforge.apps import methods  # noqa: F401  (imports every method module)
+
+    if name not in METHODS:
+        raise FieldforgeError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
+    """Build a config dataclass, refusing unknown keys with a clear error."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise FieldforgeError(f"unknown option(s) for {cls.__name__}: {', '.join(sorted(unknown))}")
+    return cls(**values)
