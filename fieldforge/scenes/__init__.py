@@ -1,7 +1,18 @@
 """Scenes: cameras, images, splits and the loaders that read datasets from disk."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
 from fieldforge.scenes.cameras import Cameras
-from fieldforge.scenes.loaders import FORMATS, detect_format, load
 from fieldforge.scenes.scene import Scene, background_rgb
 
-__all__ = ["Cameras", "Scene", "load", "detect_format", "FORMATS", "background_rgb"]
+
+def load(path: str | Path, format: str | None = None, downscale: int = 1) -> Scene:
+    """Load a dataset folder (format auto-detected unless given). See :mod:`fieldforge.scenes.loaders`."""
+    from fieldforge.scenes.loaders import load as _load
+
+    return _load(path, format=format, downscale=downscale)
+
+
+__all__ = ["Cameras", "Scene", "load", "background_rgb"]
