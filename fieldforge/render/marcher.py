@@ -1,0 +1,66 @@
+"""Render rays through a :class:`~fieldforge.fields.Field` with an occupancy-grid estimator.
+
+``render_rays`` is the differentiable training path (packed samples, nerfacc-style
+callbacks); ``render_camera`` renders a whole image in ray chunks under ``no_grad`` with
+bounded memory and early ray termination.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from fieldforge.fields.base import Field
+from fieldforge.render.occupancy import OccupancyGrid
+from fieldforge.render.rays import Rays, camera_rays
+from fieldforge.render.volume import composite
+from fieldforge.scenes.cameras import Cameras
+
+
+def render_rays(
+    field: Field, estimator: OccupancyGrid, rays: Rays, background: Tensor | None,
+    render_step_size: float, near: float = 0.0, far: float = 1e10, stratified: bool = False,
+    early_stop_eps: float = 1e-4, alpha_thre: float = 0.0, prune: bool = True,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
+    """Render ``rays``; returns per-ray "rgb", "opacity", "depth", extra channels and
+    "num_samples" (a 0-dim tensor)."""
+    o, d, t = rays.origins, rays.directions, rays.times
+
+    def points(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor) -> Tensor:
+        return o[ray_indices] + d[ray_indices] * ((t_starts + t_ends) / 2)[:, None]
+
+    def sigma_fn(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor) -> Tensor:
+        tt = None if t is None else t[ray_indices]
+        return field.density(points(t_starts, t_ends, ray_indices), tt).reshape(-1)
+
+    ray_indices, t_starts, t_ends = estimator.sample(
+        rays, sigma_fn=sigma_fn if prune else None, near=near, far=far, render_step_size=render_step_size,
+        early_stop_eps=early_stop_eps, alpha_thre=alpha_thre, stratified=stratified, generator=generator)
+    n_rays = len(rays)
+    x = points(t_starts, t_ends, ray_indices)
+    out = field(x, d[ray_indices], None if t is None else t[ray_indices])
+    extras = {k: v for k, v in out.items() if k not in ("density", "rgb")}
+    res = composite(t_starts, t_ends, ray_indices, n_rays, out["density"].reshape(-1), out["rgb"],
+                    background, extras)
+    res["num_samples"] = torch.tensor(len(ray_indices))
+    return res
+
+
+@torch.no_grad()
+def render_camera(
+    field: Field, estimator: OccupancyGrid, cameras: Cameras, background: Tensor,
+    render_step_size: float, near: float = 0.0, far: float = 1e10, chunk: int = 8192,
+    early_stop_eps: float = 1e-4, alpha_thre: float = 0.0,
+) -> dict[str, Tensor]:
+    """Render camera 0 of ``cameras`` at its size: "rgb" [H, W, 3], "depth"/"opacity" [H, W, 1], extras."""
+    H, W = int(cameras.height[0]), int(cameras.width[0])
+    rays = camera_rays(cameras, 0)
+    parts: dict[str, list[Tensor]] = {}
+    for s in range(0, len(rays), chunk):
+        res = render_rays(field, estimator, rays[s:s + chunk], background, render_step_size, near, far,
+                          early_stop_eps=early_stop_eps, alpha_thre=alpha_thre)
+        for k, v in res.items():
+            if k not in ("weights", "num_samples"):
+                parts.setdefault(k, []).append(v)
+    return {k: torch.cat(v).reshape(H, W, -1) for k, v in parts.items()}

@@ -1,0 +1,160 @@
+"""Occupancy-grid estimator with nerfacc's ``OccGridEstimator`` semantics, in pure PyTorch.
+
+The grid covers ``roi_aabb`` at level 0 and ``2**l`` times that box (about its centre) at
+level l. Cells are indexed x slowest, z fastest. ``occs`` holds a decayed max of
+``occ_eval_fn(x)`` (density * step size); ``binaries = occs > min(mean(occs), occ_thre)``.
+
+Sampling places intervals of length ``render_step_size`` on a lattice anchored at the
+per-ray near plane (plus one jitter per ray when stratified); a sample is kept when its
+midpoint lies inside the grid, before ``far`` and in an occupied cell. This is the CPU
+equivalent of nerfacc's ``traverse_grids`` for ``cone_angle = 0``; samples of one ray are
+contiguous, front to back (packed format, see :mod:`fieldforge.render.volume`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from fieldforge.render.rays import Rays
+from fieldforge.render.volume import render_visibility_from_density
+
+
+def ray_aabb_intersect(origins: Tensor, directions: Tensor, aabb: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Slab test. Returns t_entry, t_exit [R] and a hit mask (t_exit > max(t_entry, 0))."""
+    inv = 1.0 / torch.where(directions.abs() < 1e-12, torch.full_like(directions, 1e-12), directions)
+    t0 = (aabb[:3] - origins) * inv
+    t1 = (aabb[3:] - origins) * inv
+    t_entry = torch.minimum(t0, t1).amax(-1)
+    t_exit = torch.maximum(t0, t1).amin(-1)
+    hit = t_exit > t_entry.clamp_min(0)
+    return t_entry, t_exit, hit
+
+
+class OccupancyGrid(nn.Module):
+    """Multi-level binary occupancy grid over an axis-aligned box (nerfacc semantics)."""
+
+    def __init__(self, roi_aabb: Tensor | list[float], resolution: int = 128, levels: int = 1):
+        super().__init__()
+        if resolution < 1 or levels < 1:
+            raise ValueError(f"OccupancyGrid needs resolution >= 1 and levels >= 1, got {resolution}, {levels}")
+        roi = torch.as_tensor(roi_aabb, dtype=torch.float32).reshape(6)
+        center, extent = (roi[:3] + roi[3:]) / 2, (roi[3:] - roi[:3]) / 2
+        aabbs = torch.stack([torch.cat([center - extent * 2**i, center + extent * 2**i]) for i in range(levels)])
+        self.resolution = resolution
+        self.levels = levels
+        self.cells_per_lvl = resolution**3
+        self.register_buffer("aabbs", aabbs)
+        self.register_buffer("occs", torch.zeros(levels * self.cells_per_lvl))
+        self.register_buffer("binaries", torch.zeros(levels, resolution, resolution, resolution, dtype=torch.bool))
+        r = torch.arange(resolution)
+        coords = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+        self.register_buffer("grid_coords", coords, persistent=False)
+        self.register_buffer("grid_indices", torch.arange(self.cells_per_lvl), persistent=False)
+
+    # ----------------------------------------------------------------------------- update
+    @torch.no_grad()
+    def _all_cells(self) -> list[Tensor]:
+        out = []
+        for lvl in range(self.levels):
+            ids = lvl * self.cells_per_lvl + self.grid_indices
+            out.append(self.grid_indices[self.occs[ids] >= 0.0])
+        return out
+
+    @torch.no_grad()
+    def _uniform_and_occupied_cells(self, n: int) -> list[Tensor]:
+        out = []
+        for lvl in range(self.levels):
+            uniform = torch.randint(self.cells_per_lvl, (n,), device=self.occs.device)
+            uniform = uniform[self.occs[lvl * self.cells_per_lvl + uniform] >= 0.0]
+            occupied = torch.nonzero(self.binaries[lvl].flatten())[:, 0]
+            if n < len(occupied):
+                occupied = occupied[torch.randint(len(occupied), (n,), device=self.occs.device)]
+            out.append(torch.cat([uniform, occupied]))
+        return out
+
+    @torch.no_grad()
+    def update(self, step: int, occ_eval_fn: Callable[[Tensor], Tensor], occ_thre: float = 1e-2,
+               ema_decay: float = 0.95, warmup_steps: int = 256, chunk: int = 2**18) -> None:
+        """One update (nerfacc ``_update``): all cells during warm-up, else res^3/4 random
+        cells plus up to as many occupied ones; one jittered point per cell;
+        ``occs = max(occs * ema_decay, occ)``; re-binarise."""
+        cells = self._all_cells() if step < warmup_steps else self._uniform_and_occupied_cells(self.cells_per_lvl // 4)
+        for lvl, idx in enumerate(cells):
+            gc = self.grid_coords[idx]
+            x = (gc + torch.rand_like(gc, dtype=torch.float32)) / self.resolution
+            x = self.aabbs[lvl, :3] + x * (self.aabbs[lvl, 3:] - self.aabbs[lvl, :3])
+            occ = torch.cat([occ_eval_fn(x[i:i + chunk]).reshape(-1) for i in range(0, len(x), chunk)]) \
+                if len(x) else x.new_zeros(0)
+            ids = lvl * self.cells_per_lvl + idx
+            self.occs[ids] = torch.maximum(self.occs[ids] * ema_decay, occ)
+        thre = torch.clamp(self.occs[self.occs >= 0].mean(), max=occ_thre)
+        self.binaries = (self.occs > thre).view(self.binaries.shape)
+
+    @torch.no_grad()
+    def update_every_n_steps(self, step: int, occ_eval_fn: Callable[[Tensor], Tensor], occ_thre: float = 1e-2,
+                             ema_decay: float = 0.95, warmup_steps: int = 256, n: int = 16) -> None:
+        if step % n == 0:
+            self.update(step, occ_eval_fn, occ_thre, ema_decay, warmup_steps)
+
+    # ----------------------------------------------------------------------------- lookup
+    def occupied(self, x: Tensor) -> Tensor:
+        """Binary occupancy [N] at world points, from the finest level that contains each."""
+        roi = self.aabbs[0]
+        xn = (x - roi[:3]) / (roi[3:] - roi[:3])
+        maxval = (xn - 0.5).abs().amax(-1).clamp_min(0.1)
+        mip = (torch.frexp(maxval)[1].long() + 1).clamp_min(0)
+        inside = mip < self.levels
+        mip = mip.clamp_max(self.levels - 1)
+        scale = torch.exp2(mip.float())[:, None]
+        xl = (xn - 0.5) / scale + 0.5
+        cell = (xl * self.resolution).long().clamp(0, self.resolution - 1)
+        flat = ((mip * self.resolution + cell[:, 0]) * self.resolution + cell[:, 1]) * self.resolution + cell[:, 2]
+        return self.binaries.reshape(-1)[flat] & inside
+
+    # ----------------------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def sample(
+        self, rays: Rays, sigma_fn: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None,
+        near: float = 0.0, far: float = 1e10, render_step_size: float = 5e-3,
+        early_stop_eps: float = 1e-4, alpha_thre: float = 0.0, stratified: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Packed samples (ray_indices, t_starts, t_ends) for ``rays`` with unit directions.
+
+        ``sigma_fn(t_starts, t_ends, ray_indices) -> sigmas [S]``, if given, prunes samples
+        behind early termination (T < early_stop_eps) or below ``alpha_thre`` (clamped to
+        the mean occupancy, as in nerfacc), evaluated without gradients.
+        """
+        o, d = rays.origins, rays.directions
+        n_rays = o.shape[0]
+        dt = render_step_size
+        outer = self.aabbs[-1]
+        t_entry, t_exit, hit = ray_aabb_intersect(o, d, outer)
+        near_p = torch.full((n_rays,), float(near), device=o.device)
+        if stratified:
+            near_p = near_p + torch.rand(n_rays, device=o.device, generator=generator) * dt
+        t_hi = torch.minimum(t_exit, torch.full_like(t_exit, float(far)))
+        # lattice k: interval [near + k dt, near + (k+1) dt], midpoint in [max(entry, near), t_hi)
+        lo = torch.maximum(t_entry, near_p)
+        k0 = torch.ceil((lo - near_p) / dt - 0.5).clamp_min(0)
+        k1 = torch.ceil((t_hi - near_p) / dt - 0.5)  # exclusive
+        counts = torch.where(hit, (k1 - k0).clamp_min(0), torch.zeros_like(k0)).long()
+        total = int(counts.sum())
+        ray_idx = torch.repeat_interleave(torch.arange(n_rays, device=o.device), counts, output_size=total)
+        offsets = torch.cumsum(counts, 0) - counts
+        k = (torch.arange(total, device=o.device) - offsets[ray_idx]).float() + k0[ray_idx]
+        t_starts = near_p[ray_idx] + k * dt
+        t_mid = t_starts + 0.5 * dt
+        x = o[ray_idx] + t_mid[:, None] * d[ray_idx]
+        keep = self.occupied(x)
+        ray_idx, t_starts = ray_idx[keep], t_starts[keep]
+        t_ends = t_starts + dt
+        if sigma_fn is not None and (early_stop_eps > 0 or alpha_thre > 0) and len(ray_idx):
+            alpha_thre = min(alpha_thre, float(self.occs.mean()))
+            sig = sigma_fn(t_starts, t_ends, ray_idx).reshape(-1)
+            vis = render_visibility_from_density(t_starts, t_ends, sig, ray_idx, n_rays, early_stop_eps, alpha_thre)
+            ray_idx, t_starts, t_ends = ray_idx[vis], t_starts[vis], t_ends[vis]
+        return ray_idx, t_starts, t_ends

@@ -1,0 +1,83 @@
+"""Volume-rendering weights and accumulation on packed samples (nerfacc semantics).
+
+Packed samples: flat tensors over all samples of a batch of rays, with ``ray_indices`` [S]
+non-decreasing (the samples of one ray are contiguous and ordered front to back), and
+intervals [t_starts, t_ends] in world units along unit-direction rays.
+
+    delta_i = t_end_i - t_start_i,  alpha_i = 1 - exp(-sigma_i delta_i)
+    T_i = exp(-sum_{j<i, same ray} sigma_j delta_j)   (exclusive sum, not a product of 1 - alpha)
+    w_i = T_i alpha_i
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def exclusive_segment_cumsum(values: Tensor, ray_indices: Tensor, n_rays: int) -> Tensor:
+    """Exclusive cumulative sum of ``values`` [S] restarting at each ray (float64 inside)."""
+    if values.numel() == 0:
+        return values
+    v64 = values.double()
+    inclusive = torch.cumsum(v64, 0)
+    exclusive = inclusive - v64
+    # subtract the running total at each ray's first sample
+    first = torch.ones_like(ray_indices, dtype=torch.bool)
+    first[1:] = ray_indices[1:] != ray_indices[:-1]
+    start_vals = torch.zeros(n_rays, dtype=torch.float64, device=values.device)
+    start_vals[ray_indices[first]] = exclusive[first]
+    return (exclusive - start_vals[ray_indices]).to(values.dtype)
+
+
+def render_weight_from_density(
+    t_starts: Tensor, t_ends: Tensor, sigmas: Tensor, ray_indices: Tensor, n_rays: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Weights, transmittance and alpha [S] of packed samples from densities [S]."""
+    sigma_dt = sigmas * (t_ends - t_starts)
+    alphas = 1.0 - torch.exp(-sigma_dt)
+    trans = torch.exp(-exclusive_segment_cumsum(sigma_dt, ray_indices, n_rays))
+    return trans * alphas, trans, alphas
+
+
+def render_visibility_from_density(
+    t_starts: Tensor, t_ends: Tensor, sigmas: Tensor, ray_indices: Tensor, n_rays: int,
+    early_stop_eps: float = 1e-4, alpha_thre: float = 0.0,
+) -> Tensor:
+    """Mask [S] of samples that matter: T_i >= early_stop_eps and alpha_i >= alpha_thre."""
+    _, trans, alphas = render_weight_from_density(t_starts, t_ends, sigmas, ray_indices, n_rays)
+    mask = trans >= early_stop_eps
+    if alpha_thre > 0:
+        mask &= alphas >= alpha_thre
+    return mask
+
+
+def accumulate_along_rays(weights: Tensor, ray_indices: Tensor, n_rays: int, values: Tensor | None = None) -> Tensor:
+    """Sum of ``weights * values`` per ray -> [n_rays, C] (C = 1 when ``values`` is None)."""
+    src = weights[:, None] if values is None else weights[:, None] * values
+    out = torch.zeros(n_rays, src.shape[-1], dtype=src.dtype, device=src.device)
+    return out.index_add(0, ray_indices, src)
+
+
+def composite(
+    t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor, n_rays: int,
+    sigmas: Tensor, rgbs: Tensor, background: Tensor | None = None,
+    extras: dict[str, Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """Composite packed samples into per-ray outputs.
+
+    Returns "rgb" [R, 3] (background blended as rgb + bg * (1 - opacity)), "opacity" [R, 1],
+    "depth" [R, 1] (expected depth sum(w t_mid) / max(opacity, 1e-10)), "depth_acc" [R, 1]
+    (un-normalised sum(w t_mid)), "weights" [S], and each extra channel accumulated.
+    """
+    weights, _, _ = render_weight_from_density(t_starts, t_ends, sigmas, ray_indices, n_rays)
+    rgb = accumulate_along_rays(weights, ray_indices, n_rays, rgbs)
+    opacity = accumulate_along_rays(weights, ray_indices, n_rays)
+    depth_acc = accumulate_along_rays(weights, ray_indices, n_rays, ((t_starts + t_ends) / 2)[:, None])
+    if background is not None:
+        rgb = rgb + background.to(rgb) * (1.0 - opacity)
+    out = {"rgb": rgb, "opacity": opacity, "depth": depth_acc / opacity.clamp_min(1e-10),
+           "depth_acc": depth_acc, "weights": weights}
+    for name, v in (extras or {}).items():
+        out[name] = accumulate_along_rays(weights, ray_indices, n_rays, v)
+    return out
