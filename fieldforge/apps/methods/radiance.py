@@ -1,0 +1,185 @@
+"""Field methods trained by ray marching: ``nerf`` and ``ngp`` (and the base of every field method).
+
+One step: update the occupancy grid (every ``grid_every`` steps), draw a batch of random
+training pixels (one torch.Generator, saved in the state), march, composite against the
+training background, MSE loss, Adam step. The batch size adapts so that the number of
+samples per step stays near ``target_samples`` (nerfacc's dynamic batch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import Tensor
+
+from fieldforge.apps.methods.base import Method, MethodConfig, register
+from fieldforge.fields.base import Field
+from fieldforge.render.marcher import render_camera, render_rays
+from fieldforge.render.occupancy import OccupancyGrid
+from fieldforge.render.rays import pixel_rays
+from fieldforge.scenes import Cameras, Scene, background_rgb
+
+
+@dataclasses.dataclass
+class RadianceConfig(MethodConfig):
+    steps: int = 3000
+    lr: float = 1e-2
+    lr_final_factor: float = 0.03  # exponential decay to lr * factor at the last step
+    eps: float = 1e-15
+    weight_decay: float = 0.0
+    init_batch_rays: int = 1024
+    max_batch_rays: int = 8192
+    target_samples: int = 2**16
+    steps_per_diagonal: int = 512  # render step size = aabb diagonal / this
+    grid_resolution: int = 128
+    grid_every: int = 16
+    grid_warmup: int = 256
+    occ_thre: float = 1e-2
+    train_background: str = "random"  # random | white | black | scene (the scene's eval background)
+    early_stop_eps: float = 1e-4
+    alpha_thre: float = 0.0
+    render_chunk: int = 8192
+
+
+class RadianceMethod(Method):
+    """Base for fields rendered by the ray marcher. Subclasses implement :meth:`make_field`."""
+
+    Config = RadianceConfig
+
+    def make_field(self, aabb: Tensor) -> Field:
+        raise NotImplementedError
+
+    def __init__(self, config: RadianceConfig, scene: Scene, device: torch.device):
+        super().__init__(config, scene, device)
+        aabb = scene.bounds.float()
+        self.field = self.make_field(aabb).to(device)
+        self.estimator = OccupancyGrid(aabb.reshape(-1), config.grid_resolution).to(device)
+        self.step_size = float((aabb[1] - aabb[0]).norm()) / config.steps_per_diagonal
+        self.near, self.far = float(scene.near), float(scene.far)
+        self.scene_bg = background_rgb(scene.background).to(device)
+        self.cameras = scene.cameras.to(device)
+        # all training pixels, flat, with per-image offsets (images may differ in size)
+        sizes = torch.tensor([im.shape[0] * im.shape[1] for im in scene.images])
+        self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)]).to(device)
+        self.widths = torch.tensor([im.shape[1] for im in scene.images], device=device)
+        self.pixels = torch.cat([im.reshape(-1, im.shape[-1]) for im in scene.images]).to(device)
+        self.generator = torch.Generator(device=device).manual_seed(0)
+        self.batch_rays = config.init_batch_rays
+        self.optimizer = self.make_optimizer()
+        gamma = config.lr_final_factor ** (1.0 / max(config.steps, 1))
+        self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma)
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        c = self.config
+        return torch.optim.Adam(self.field.parameters(), lr=c.lr, eps=c.eps, weight_decay=c.weight_decay)
+
+    # ------------------------------------------------------------------ training
+    def _batch(self, n: int) -> tuple:
+        idx = torch.randint(int(self.offsets[-1]), (n,), generator=self.generator, device=self.device)
+        cam = torch.searchsorted(self.offsets, idx, right=True) - 1
+        local = idx - self.offsets[cam]
+        w = self.widths[cam]
+        u = (local % w).float() + 0.5
+        v = torch.div(local, w, rounding_mode="floor").float() + 0.5
+        px = self.pixels[idx].float() / 255.0
+        return pixel_rays(self.cameras, cam, u, v), px
+
+    def _train_background(self, n: int) -> Tensor:
+        mode = self.config.train_background
+        if mode == "random":
+            return torch.rand(n, 3, generator=self.generator, device=self.device)
+        return (self.scene_bg if mode == "scene" else background_rgb(mode).to(self.device)).expand(n, 3)
+
+    def train_step(self, step: int) -> dict[str, float]:
+        c = self.config
+        self.estimator.update_every_n_steps(
+            step, lambda x: self.field.density(x) * self.step_size, occ_thre=c.occ_thre,
+            warmup_steps=c.grid_warmup, n=c.grid_every)
+        rays, px = self._batch(self.batch_rays)
+        bg = self._train_background(len(rays))
+        if px.shape[-1] == 4:
+            gt = px[:, :3] * px[:, 3:] + bg * (1 - px[:, 3:])
+        else:
+            gt = px
+        out = render_rays(self.field, self.estimator, rays, bg, self.step_size, self.near, self.far,
+                          stratified=True, early_stop_eps=c.early_stop_eps, alpha_thre=c.alpha_thre,
+                          generator=self.generator)
+        loss = torch.mean((out["rgb"] - gt) ** 2)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        n_samples = int(out["num_samples"])
+        self.batch_rays = int(min(c.max_batch_rays, max(256, self.batch_rays * c.target_samples / max(n_samples, 1))))
+        mse = float(loss)
+        return {"loss": mse, "psnr": -10 * math.log10(max(mse, 1e-12)), "rays": float(len(rays)),
+                "samples": float(n_samples)}
+
+    # ------------------------------------------------------------------ rendering
+    @torch.no_grad()
+    def render(self, cameras: Cameras, background: Tensor) -> dict[str, Tensor]:
+        c = self.config
+        return render_camera(self.field, self.estimator, cameras.to(self.device), background.to(self.device),
+                             self.step_size, self.near, self.far, chunk=c.render_chunk,
+                             early_stop_eps=c.early_stop_eps, alpha_thre=c.alpha_thre)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self, *args, **kwargs) -> dict:  # type: ignore[override]
+        return {"field": self.field.state_dict(), "estimator": self.estimator.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "generator": self.generator.get_state(), "batch_rays": self.batch_rays}
+
+    def load_state_dict(self, state: dict, strict: bool = True):  # type: ignore[override]
+        self.field.load_state_dict(state["field"])
+        self.estimator.load_state_dict(state["estimator"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"].cpu() if self.device.type == "cpu" else state["generator"])
+        self.batch_rays = int(state["batch_rays"])
+
+
+@dataclasses.dataclass
+class NGPConfig(RadianceConfig):
+    n_levels: int = 16
+    n_features: int = 2
+    log2_hashmap_size: int = 17
+    base_resolution: int = 16
+    max_resolution: int = 1024
+    hidden: int = 64
+
+
+@register
+class NGPMethod(RadianceMethod):
+    name = "ngp"
+    Config = NGPConfig
+
+    def make_field(self, aabb: Tensor) -> Field:
+        from fieldforge.fields.ngp import NGPField
+
+        c = self.config
+        return NGPField(aabb, c.n_levels, c.n_features, c.log2_hashmap_size, c.base_resolution,
+                        c.max_resolution, hidden=c.hidden)
+
+
+@dataclasses.dataclass
+class NeRFConfig(RadianceConfig):
+    lr: float = 5e-3
+    width: int = 128
+    depth: int = 4
+    pos_freqs: int = 10
+    dir_freqs: int = 4
+    target_samples: int = 2**15
+
+
+@register
+class NeRFMethod(RadianceMethod):
+    name = "nerf"
+    Config = NeRFConfig
+
+    def make_field(self, aabb: Tensor) -> Field:
+        from fieldforge.fields.nerf import NeRFField
+
+        c = self.config
+        return NeRFField(aabb, c.width, c.depth, c.pos_freqs, c.dir_freqs)

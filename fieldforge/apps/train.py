@@ -1,0 +1,65 @@
+"""``fieldforge train [DATA] --method M --out RUN``: train a method on a scene."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from fieldforge.apps.config import TrainConfig, apply_overrides, from_dict, read_config, save_config
+from fieldforge.apps.methods import get_method
+from fieldforge.apps.run import RunDir, load_scene, resolve_device
+from fieldforge.apps.trainer import train
+from fieldforge.errors import FieldforgeError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", nargs="?", default=None, help="dataset folder (default: the bundled scene)")
+    p.add_argument("--method", default="ngp", help="method name (nerf, ngp, splat, ...)")
+    p.add_argument("--out", "-o", default=None, help="run directory (default: runs/<method>)")
+    p.add_argument("--steps", type=int, default=None, help="total steps of the run (resume continues to it)")
+    p.add_argument("--minutes", type=float, default=None, help="stop after this much training time")
+    p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", default=None, help="force the dataset format")
+    p.add_argument("--downscale", type=int, default=1, help="downscale images by N on load")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a method option (repeatable); see config.json of a run")
+    p.add_argument("--checkpoint-seconds", type=float, default=60.0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out or f"runs/{args.method}")
+    rd = RunDir(out)
+    if args.resume:
+        data = read_config(rd.config)
+        cfg = from_dict(TrainConfig, data["train"], rd.config)
+        cls = get_method(cfg.method)
+        method_cfg = from_dict(cls.Config, data["method"], rd.config)
+        cfg = dataclasses.replace(cfg, steps=args.steps or cfg.steps, minutes=args.minutes)
+    else:
+        if rd.checkpoint.is_file():
+            raise FieldforgeError(f"{out}: run already exists; use --resume to continue it or choose another --out")
+        cls = get_method(args.method)
+        method_cfg = apply_overrides(cls.Config(), args.overrides)
+        if args.steps is not None and hasattr(method_cfg, "steps"):
+            method_cfg = dataclasses.replace(method_cfg, steps=args.steps)  # schedules span the run
+        cfg = TrainConfig(data=args.data, format=args.format, method=args.method, steps=args.steps,
+                          minutes=args.minutes, seed=args.seed, device=args.device, downscale=args.downscale,
+                          checkpoint_seconds=args.checkpoint_seconds)
+    total = cfg.steps or getattr(method_cfg, "steps", 1000)
+    cfg = dataclasses.replace(cfg, steps=total)
+    torch.manual_seed(cfg.seed)
+    scene = load_scene(cfg)
+    device = resolve_device(cfg.device)
+    method = cls(method_cfg, scene.split("train"), device)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(rd.config, cfg, method_cfg)
+    summary = train(method, rd, cfg, total, resume=args.resume, quiet=args.quiet)
+    print(json.dumps({"run": str(out), **summary}))
+    return 0

@@ -1,0 +1,90 @@
+"""The training loop shared by every method: progress, logs, atomic checkpoints, exact resume.
+
+Exact resume: a checkpoint holds the method state (model, optimisers, schedulers, its own
+generators), the global torch RNG state, the step and the training seconds so far. Resuming
+from the checkpoint of step k and training to N gives the same parameters as an
+uninterrupted run to N (on the same device and torch build).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from fieldforge.apps.checkpoint import load_safe, save_atomic
+from fieldforge.apps.config import TrainConfig
+from fieldforge.apps.methods.base import Method
+from fieldforge.apps.run import RunDir
+from fieldforge.errors import FieldforgeError
+
+
+def save_checkpoint(run: RunDir, method: Method, step: int, train_seconds: float) -> None:
+    save_atomic({"step": step, "train_seconds": train_seconds, "method": method.state_dict(),
+                 "torch_rng": torch.get_rng_state()}, run.checkpoint)
+
+
+def restore_checkpoint(run: RunDir, method: Method) -> tuple[int, float]:
+    state = load_safe(run.checkpoint, map_location=method.device)
+    method.load_state_dict(state["method"])
+    torch.set_rng_state(state["torch_rng"].cpu())
+    return int(state["step"]), float(state["train_seconds"])
+
+
+def train(method: Method, run: RunDir, cfg: TrainConfig, total_steps: int, resume: bool = False,
+          quiet: bool = False) -> dict:
+    """Train ``method`` up to ``total_steps`` (the run's total). Returns a summary dict."""
+    start, train_seconds = 0, 0.0
+    if resume and run.checkpoint.is_file():
+        start, train_seconds = restore_checkpoint(run, method)
+    elif resume:
+        raise FieldforgeError(f"{run.checkpoint}: nothing to resume (no checkpoint)")
+    run.log.parent.mkdir(parents=True, exist_ok=True)
+    method.train()
+    last_ckpt = time.perf_counter()
+    budget = None if cfg.minutes is None else cfg.minutes * 60.0
+    step = start
+    rays_total, t_loop = 0.0, time.perf_counter()
+    bar = tqdm(total=total_steps, initial=start, disable=quiet, dynamic_ncols=True, desc=f"train {method.name}")
+    stopped = "steps"
+    with run.log.open("a") as log:
+        while step < total_steps:
+            if budget is not None and train_seconds >= budget:
+                stopped = "minutes"
+                break
+            t0 = time.perf_counter()
+            metrics = method.train_step(step)
+            dt = time.perf_counter() - t0
+            loss = float(metrics["loss"])
+            if not math.isfinite(loss):
+                bar.close()
+                kept = f"the last good checkpoint (step {start if not run.checkpoint.is_file() else _ckpt_step(run)}) is kept" \
+                    if run.checkpoint.is_file() else "no checkpoint had been written yet"
+                raise FieldforgeError(f"loss became {loss} at step {step}: training stopped; {kept} in {run.checkpoint}")
+            train_seconds += dt
+            step += 1
+            rays_total += float(metrics.get("rays", 0.0))
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == total_steps:
+                rps = rays_total / max(time.perf_counter() - t_loop, 1e-9)
+                post = {"loss": f"{loss:.4f}", "rays/s": f"{rps:,.0f}"}
+                if "psnr" in metrics:
+                    post["psnr"] = f"{metrics['psnr']:.2f}"
+                bar.set_postfix(post, refresh=False)
+                log.write(json.dumps({"step": step, "train_seconds": round(train_seconds, 3), "rays_per_second": rps,
+                                      **{k: float(v) for k, v in metrics.items()}}) + "\n")
+                log.flush()
+            if time.perf_counter() - last_ckpt >= cfg.checkpoint_seconds:
+                save_checkpoint(run, method, step, train_seconds)
+                last_ckpt = time.perf_counter()
+    bar.close()
+    save_checkpoint(run, method, step, train_seconds)
+    return {"step": step, "train_seconds": train_seconds, "stopped_by": stopped}
+
+
+def _ckpt_step(run: RunDir) -> int:
+    return int(load_safe(run.checkpoint)["step"])

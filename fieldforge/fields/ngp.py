@@ -1,0 +1,45 @@
+"""NGP-style radiance field: multiresolution hash grid + tiny MLPs (Instant-NGP / nerfacc).
+
+Points are normalised to [0, 1]^3 by the field's ``aabb``; points outside get zero density.
+density = trunc_exp(first output of the density MLP); colour = sigmoid(colour MLP of the
+remaining geometric features and the SH encoding (4 bands, 16 values) of the unit view
+direction).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from fieldforge.encoders.hashgrid import HashGrid
+from fieldforge.encoders.sh import SHEncoding
+from fieldforge.fields.base import Field
+from fieldforge.fields.mlp import MLP, trunc_exp
+
+
+class NGPField(Field):
+    def __init__(self, aabb: Tensor, n_levels: int = 16, n_features: int = 2, log2_hashmap_size: int = 19,
+                 base_resolution: int = 16, max_resolution: int = 2048, geo_features: int = 15,
+                 hidden: int = 64, color_layers: int = 2, sh_bands: int = 4):
+        super().__init__(aabb)
+        self.grid = HashGrid(in_dim=3, n_levels=n_levels, n_features=n_features,
+                             log2_hashmap_size=log2_hashmap_size, base_resolution=base_resolution,
+                             max_resolution=max_resolution)
+        self.density_mlp = MLP(self.grid.out_dim, hidden, 1, 1 + geo_features)
+        self.dir_enc = SHEncoding(sh_bands)
+        self.color_mlp = MLP(geo_features + self.dir_enc.out_dim, hidden, color_layers, 3)
+
+    def _geo(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        xn = self.normalize(x)
+        inside = ((xn >= 0) & (xn <= 1)).all(-1, keepdim=True)
+        h = self.density_mlp(self.grid(xn.clamp(0, 1)))
+        density = trunc_exp(h[..., :1] - 1.0) * inside
+        return density, h[..., 1:]
+
+    def density(self, x: Tensor, t: Tensor | None = None) -> Tensor:
+        return self._geo(x)[0]
+
+    def forward(self, x: Tensor, d: Tensor, t: Tensor | None = None) -> dict[str, Tensor]:
+        density, geo = self._geo(x)
+        rgb = torch.sigmoid(self.color_mlp(torch.cat([geo, self.dir_enc(d)], -1)))
+        return {"density": density, "rgb": rgb}
