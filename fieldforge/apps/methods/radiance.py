@@ -113,7 +113,7 @@ class RadianceMethod(Method):
         self.scheduler.step()
         n_samples = int(out["num_samples"])
         self.batch_rays = int(min(c.max_batch_rays, max(256, self.batch_rays * c.target_samples / max(n_samples, 1))))
-        mse = float(loss)
+        mse = float(loss.detach())
         return {"loss": mse, "psnr": -10 * math.log10(max(mse, 1e-12)), "rays": float(len(rays)),
                 "samples": float(n_samples)}
 
