@@ -76,9 +76,20 @@ def focus_point(cameras: Cameras) -> Tensor:
     return torch.linalg.lstsq(A, b[:, None]).solution[:, 0]
 
 
-def mean_up(cameras: Cameras) -> Tensor:
-    """The normalised mean of the cameras' image-up directions (minus OpenCV y) [3]."""
-    up = -cameras.c2w.double()[:, :3, 1].mean(0)
+def estimate_up(cameras: Cameras) -> Tensor:
+    """World up [3] seen by ``cameras``: their mean image-up direction (minus OpenCV y),
+    projected onto the directions that are (nearly) orthogonal to every camera's x axis.
+
+    For roll-free cameras spread around an object the x axes span the horizontal plane, so the
+    result is the exact vertical even when the mean image-up is tilted by uneven azimuths; for
+    forward-facing captures (x axes all alike) it is the mean image-up without its x part.
+    """
+    c2w = cameras.c2w.double()
+    up = -c2w[:, :3, 1].mean(0)
+    x = c2w[:, :3, 0]
+    evals, evecs = torch.linalg.eigh(x.T @ x / x.shape[0])
+    basis = evecs[:, evals < 0.1 * evals[-1]]
+    up = basis @ (basis.T @ up)
     return up / up.norm()
 
 
@@ -125,7 +136,7 @@ def orbit(source: Scene | Cameras, n_frames: int, *, center: Tensor | None = Non
     """A full circle of ``n_frames`` cameras around ``up`` through ``center``, looking at it.
 
     Defaults come from the training cameras of ``source``: ``center`` = the point nearest all
-    optical axes, ``up`` = mean image-up, ``radius`` / ``height`` = mean horizontal distance /
+    optical axes, ``up`` = :func:`estimate_up`, ``radius`` / ``height`` = mean horizontal distance /
     height of the camera centres relative to ``center``. Starts at the first training camera's
     azimuth and turns counter-clockwise about ``up``. Intrinsics and size are those of the first
     training camera. ``times``: a fixed time or [n_frames]; default sweeps 0 -> 1 for dynamic
@@ -134,7 +145,7 @@ def orbit(source: Scene | Cameras, n_frames: int, *, center: Tensor | None = Non
     if n_frames < 1:
         raise ValueError(f"orbit: n_frames must be >= 1, got {n_frames}")
     cams = _source_cameras(source)
-    up = mean_up(cams) if up is None else torch.as_tensor(up, dtype=torch.float64)
+    up = estimate_up(cams) if up is None else torch.as_tensor(up, dtype=torch.float64)
     up = up / up.norm()
     center = focus_point(cams) if center is None else torch.as_tensor(center, dtype=torch.float64)
     rel = cams.centers.double() - center
@@ -167,7 +178,7 @@ def spiral(source: Scene | Cameras, n_frames: int, *, n_rotations: float = 2.0, 
     mean_c = c2w[:, :3, 3].mean(0)
     fwd = c2w[:, :3, 2].mean(0)
     fwd = fwd / fwd.norm()
-    up = mean_up(cams)
+    up = estimate_up(cams)
     R = look_at(mean_c[None], mean_c + fwd, up)[0, :3, :3]
     if radii is None:
         offsets = (c2w[:, :3, 3] - mean_c) @ R
