@@ -162,8 +162,9 @@ class HatEncoding(nn.Module):
     def as_piecewise_linear(self) -> nn.Sequential:
         """Linear(dim -> 3 dim bins) + ReLU + Linear(3 dim bins -> dim bins), fixed weights."""
         n = self.out_dim
-        first = nn.Linear(self.dim, 3 * n).requires_grad_(False)
-        second = nn.Linear(3 * n, n, bias=False).requires_grad_(False)
+        kw = {"dtype": self.centres.dtype, "device": self.centres.device}
+        first = nn.Linear(self.dim, 3 * n, **kw).requires_grad_(False)
+        second = nn.Linear(3 * n, n, bias=False, **kw).requires_grad_(False)
         axis = torch.arange(self.dim).repeat_interleave(self.bins)  # feature -> input axis
         offset = (-self.centres / self.width).repeat(self.dim)
         first.weight.zero_()
