@@ -33,12 +33,13 @@ class PLField(Field):
         """World position -> [density, r, g, b] as Linear/ReLU modules sharing the MLP's weights
         (clamp(h, 0, 1) = relu(h) - relu(h - 1))."""
         lo, hi = self.aabb[0], self.aabb[1]
-        norm = nn.Linear(3, 3).requires_grad_(False)
+        kw = {"dtype": self.aabb.dtype, "device": self.aabb.device}
+        norm = nn.Linear(3, 3, **kw).requires_grad_(False)
         norm.weight.copy_(torch.diag(1 / (hi - lo)))
         norm.bias.copy_(-lo / (hi - lo))
-        expand = nn.Linear(4, 7).requires_grad_(False)
+        expand = nn.Linear(4, 7, **kw).requires_grad_(False)
         expand.weight.copy_(torch.cat([torch.eye(4), torch.eye(4)[1:]]))
         expand.bias.copy_(torch.tensor([0.0, 0, 0, 0, -1, -1, -1]))
-        fold = nn.Linear(7, 4, bias=False).requires_grad_(False)
+        fold = nn.Linear(7, 4, bias=False, **kw).requires_grad_(False)
         fold.weight.copy_(torch.cat([torch.eye(4), -torch.eye(4)[:, 1:]], 1))
-        return nn.Sequential(norm, self.mlp.net, expand, nn.ReLU(), fold).to(self.aabb.device)
+        return nn.Sequential(norm, self.mlp.net, expand, nn.ReLU(), fold)

@@ -117,7 +117,7 @@ def render_rays_exact(field, origins: Tensor, directions: Tensor, t_near: Tensor
     t, n_pieces = ray_breakpoints(layers, origins, directions, t_near, t_far, max_pieces)
     o, d = origins.detach().double(), directions.detach().double()
     h = evaluate(layers, o[:, None] + t[..., None] * d[:, None])  # [R, P+1, C]
-    if float(h[..., 0].min()) < -1e-6:
+    if float(h[..., 0].detach().min()) < -1e-6:
         raise ValueError("output 0 of the network must be a density >= 0 (end the density with a ReLU)")
     dt = t[:, 1:] - t[:, :-1]
     ray, k = torch.nonzero(dt > 0, as_tuple=True)
