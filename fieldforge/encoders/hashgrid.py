@@ -1,0 +1,178 @@
+"""Multiresolution hash grid (Instant-NGP) with tiny-cuda-nn ``HashGrid`` semantics, pure PyTorch.
+
+Input x in [0, 1]^d (not clamped, as in tiny-cuda-nn). For level l (spec encodings.md §6):
+
+    scale_l = 2^(l * log2 b) * N_min - 1      (float32, as tiny-cuda-nn)
+    res_l   = ceil(scale_l) + 1
+    T_l     = min(roundup8(res_l^d), 2^log2_hashmap_size)
+    u = x * scale_l + 0.5,  i0 = floor(u),  w = u - i0   (smoothstep: w <- w^2 (3 - 2w))
+
+A vertex i (uint32 per axis) indexes ``sum_k i_k res_l^k`` (axis 0 fastest) when res_l^d <= T_l,
+else the CoherentPrime hash ``xor_k (i_k * pi_k mod 2^32)``; either is taken modulo T_l, so dense
+levels wrap at the upper boundary too. The table is one flat parameter [sum_l T_l, F]: level l
+occupies rows [offset_l, offset_l + T_l). The output is level-major ``[l0 f0, l0 f1, l1 f0, ...]``.
+
+Speed: all levels and corners are indexed at once in int64 (uint32 wrap emulated by masking) and
+gathered with one ``index_select`` per chunk of points. When ``x`` does not require a gradient
+(the NGP training case) the table gradient is computed by a custom backward that recomputes the
+indices and accumulates with ``index_add_`` (memory O(N*d) between forward and backward);
+otherwise plain autograd is used, which also gives d/dx and higher derivatives.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from fieldforge.encoders.base import Encoding, positive
+
+PRIMES = (1, 2654435761, 805459861, 3674653429, 2097192037, 1434869437, 2165219737)
+MASK32 = 0xFFFFFFFF
+CHUNK = 1 << 16  # points per chunk of the fused lookup
+
+
+def level_layout(in_dim: int, n_levels: int, log2_hashmap_size: int, base_resolution: int,
+                 per_level_scale: float) -> tuple[list[float], list[int], list[int], list[bool]]:
+    """Per-level (scale, resolution, table size T_l, hashed?) exactly as tiny-cuda-nn computes them."""
+    log2b = np.float32(math.log2(per_level_scale))
+    scales, res, sizes, hashed = [], [], [], []
+    for lvl in range(n_levels):
+        s = np.exp2(np.float32(lvl) * log2b) * np.float32(base_resolution) - np.float32(1.0)
+        r = int(math.ceil(float(s))) + 1
+        dense = r ** in_dim
+        size = min((dense + 7) // 8 * 8, 1 << log2_hashmap_size)
+        scales.append(float(s))
+        res.append(r)
+        sizes.append(size)
+        hashed.append(size < dense)
+    return scales, res, sizes, hashed
+
+
+class HashGrid(Encoding):
+    """Multiresolution hash encoding, x in [0, 1]^d -> [..., n_levels * n_features] (level-major).
+
+    ``per_level_scale`` defaults to 2.0 (tiny-cuda-nn) unless ``max_resolution`` N_max is given,
+    in which case b = exp(ln(N_max / N_min) / (n_levels - 1)) (instant-ngp). Table entries are
+    initialised U(-init_scale, init_scale) (tiny-cuda-nn: 1e-4).
+    """
+
+    input_range = (0.0, 1.0)
+
+    def __init__(self, in_dim: int = 3, n_levels: int = 16, n_features: int = 2, log2_hashmap_size: int = 19,
+                 base_resolution: int = 16, per_level_scale: float | None = None,
+                 max_resolution: float | None = None, interpolation: str = "linear", init_scale: float = 1e-4):
+        super().__init__(in_dim)
+        if self.in_dim > len(PRIMES):
+            raise ValueError(f"HashGrid: in_dim must be <= {len(PRIMES)}, got {in_dim}")
+        if int(n_levels) < 1 or int(n_features) < 1:
+            raise ValueError(f"HashGrid: n_levels and n_features must be >= 1, got {n_levels}, {n_features}")
+        if not 1 <= int(log2_hashmap_size) <= 30 or int(base_resolution) < 1:
+            raise ValueError(f"HashGrid: need 1 <= log2_hashmap_size <= 30 and base_resolution >= 1, "
+                             f"got {log2_hashmap_size}, {base_resolution}")
+        if interpolation not in ("linear", "smoothstep"):
+            raise ValueError(f"HashGrid: interpolation must be 'linear' or 'smoothstep', got {interpolation!r}")
+        if per_level_scale is not None and max_resolution is not None:
+            raise ValueError("HashGrid: give per_level_scale or max_resolution, not both")
+        if max_resolution is not None:
+            n_max = positive("max_resolution", max_resolution, "HashGrid")
+            per_level_scale = math.exp(math.log(n_max / base_resolution) / max(int(n_levels) - 1, 1))
+        self.per_level_scale = positive("per_level_scale", 2.0 if per_level_scale is None else per_level_scale,
+                                        "HashGrid")
+        self.n_levels, self.n_features = int(n_levels), int(n_features)
+        self.log2_hashmap_size, self.base_resolution = int(log2_hashmap_size), int(base_resolution)
+        self.interpolation = interpolation
+        scales, res, sizes, hashed = level_layout(self.in_dim, self.n_levels, self.log2_hashmap_size,
+                                                  self.base_resolution, self.per_level_scale)
+        if any(h and not later for h, later in zip(hashed, hashed[1:])):
+            raise ValueError("HashGrid: per_level_scale < 1 makes a dense level follow a hashed one")
+        self.resolutions, self.table_sizes = res, sizes
+        self.n_dense = sum(not h for h in hashed)
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()
+        self.offsets = offsets
+        mult = [[r ** k if not h else PRIMES[k] for k in range(self.in_dim)] for r, h in zip(res, hashed)]
+        self.register_buffer("scales", torch.tensor(scales, dtype=torch.float32), persistent=False)
+        self.register_buffer("_mult", torch.tensor(mult, dtype=torch.int64), persistent=False)
+        self.register_buffer("_sizes", torch.tensor(sizes, dtype=torch.int64), persistent=False)
+        self.register_buffer("_offsets", torch.tensor(offsets, dtype=torch.int64), persistent=False)
+        init = positive("init_scale", init_scale, "HashGrid")
+        self.params = nn.Parameter(torch.empty(sum(sizes), self.n_features).uniform_(-init, init))
+        self.out_dim = self.n_levels * self.n_features
+
+    def level_info(self) -> list[dict]:
+        """Per-level scale, resolution, table size, offset and whether it is hashed."""
+        return [dict(scale=float(s), resolution=r, size=t, offset=o, hashed=i >= self.n_dense)
+                for i, (s, r, t, o) in enumerate(zip(self.scales.tolist(), self.resolutions,
+                                                      self.table_sizes, self.offsets))]
+
+    def corners(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Flat table rows (int64) and interpolation weights, both [L, N, 2^d], for x [N, d].
+
+        Level-major, so one gather visits one level's table at a time (cache-friendly). Corner
+        c = sum_k c_k 2^k (axis 0 fastest); weights are differentiable in x. Products of int64
+        vertex coordinates (|i| < 2^31) with multipliers < 2^32 do not overflow, and masking the
+        low 32 bits afterwards equals tiny-cuda-nn's uint32 arithmetic (negatives included).
+        """
+        u = x[None] * self.scales[:, None, None] + 0.5  # [L, N, d]
+        fl = torch.floor(u)
+        w = u - fl
+        if self.interpolation == "smoothstep":
+            w = w * w * (3 - 2 * w)
+        t0 = fl.to(torch.int64) * self._mult[:, None, :]
+        terms = torch.stack([t0, t0 + self._mult[:, None, :]], -1)  # [L, N, d, 2]
+        wk = torch.stack([1 - w, w], -1)
+        nd = self.n_dense
+        dense, hashed, wts = terms[:nd, :, 0], terms[nd:, :, 0], wk[:, :, 0]
+        for k in range(1, self.in_dim):  # combine axes; the new axis becomes the slower index
+            dense = (dense[..., None, :] + terms[:nd, :, k, :, None]).flatten(-2)
+            hashed = (hashed[..., None, :] ^ terms[nd:, :, k, :, None]).flatten(-2)
+            wts = (wts[..., None, :] * wk[:, :, k, :, None]).flatten(-2)
+        dense = (dense & MASK32) % self._sizes[:nd, None, None]
+        hashed = hashed & (self._sizes[nd:, None, None] - 1)  # hashed levels have T = 2^log2
+        return torch.cat([dense, hashed]) + self._offsets[:, None, None], wts
+
+    def _lookup(self, params: Tensor, x: Tensor) -> Tensor:
+        idx, wts = self.corners(x)
+        feats = params.index_select(0, idx.reshape(-1)).view(*idx.shape, self.n_features)
+        out = torch.einsum("lnc,lncf->nlf", wts.to(feats.dtype), feats)
+        return out.reshape(x.shape[0], self.out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check(x)
+        lead = x.shape[:-1]
+        x = x.reshape(-1, self.in_dim).to(self.params.dtype)
+        if x.requires_grad and torch.is_grad_enabled():
+            out = torch.cat([self._lookup(self.params, c) for c in x.split(CHUNK)]) if x.shape[0] else \
+                x.new_zeros(0, self.out_dim)
+        else:
+            out = _FusedLookup.apply(self.params, x.detach(), self)
+        return out.reshape(*lead, self.out_dim)
+
+
+class _FusedLookup(torch.autograd.Function):
+    """Table lookup whose backward recomputes corners per chunk and accumulates with index_add_."""
+
+    @staticmethod
+    def forward(ctx, params: Tensor, x: Tensor, grid: HashGrid) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.grid = grid
+        ctx.shape = params.shape
+        with torch.no_grad():
+            out = torch.empty(x.shape[0], grid.out_dim, dtype=params.dtype, device=params.device)
+            for s in range(0, x.shape[0], CHUNK):
+                out[s:s + CHUNK] = grid._lookup(params, x[s:s + CHUNK])
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        (x,) = ctx.saved_tensors
+        grid = ctx.grid
+        grad = torch.zeros(ctx.shape, dtype=grad_out.dtype, device=grad_out.device)
+        F = grid.n_features
+        for s in range(0, x.shape[0], CHUNK):
+            idx, wts = grid.corners(x[s:s + CHUNK])
+            g = grad_out[s:s + CHUNK].reshape(-1, grid.n_levels, 1, F).transpose(0, 1)
+            grad.index_add_(0, idx.reshape(-1), (wts[..., None] * g).reshape(-1, F))
+        return grad, None, None
