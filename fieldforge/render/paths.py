@@ -113,7 +113,7 @@ def with_resolution(cameras: Cameras, width: int, height: int) -> Cameras:
 
 def _source_cameras(source: Scene | Cameras) -> Cameras:
     if isinstance(source, Scene):
-        return source.split("train").cameras if "train" in source.splits else source.cameras
+        return source.cameras[source.splits["train"]] if "train" in source.splits else source.cameras
     return source
 
 

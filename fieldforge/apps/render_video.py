@@ -1,0 +1,163 @@
+"""``fieldforge render``: render a camera path of a trained run, or of a 3DGS .ply, to a video.
+
+    fieldforge render RUN [--path orbit|spiral|PATH.json] [--frames N] [--fps F]
+                          [--resolution WxH] [--time T] [-o OUT.mp4|OUT.gif|OUTDIR]
+
+``orbit`` and ``spiral`` are built from the run's training cameras (:mod:`fieldforge.render.paths`);
+a JSON camera path is documented there too. A .ply target needs a JSON path (it has no cameras).
+Frames are written by :class:`fieldforge.apps.video.FrameWriter` (mp4, gif or a PNG folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from fieldforge.apps.video import FrameWriter
+from fieldforge.errors import FieldforgeError
+from fieldforge.render import paths
+from fieldforge.scenes import Cameras, Scene, background_rgb
+
+DEFAULT_FRAMES = 120
+
+RenderFn = Callable[[Cameras], Tensor]  # one camera -> rgb [H, W, 3] in [0, 1]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", help="run directory (from fieldforge train) or a 3D Gaussian splat .ply")
+    p.add_argument("--path", default="orbit",
+                   help="orbit, spiral (from the training cameras) or a camera-path JSON file")
+    p.add_argument("--frames", type=int, default=None,
+                   help=f"number of frames (default {DEFAULT_FRAMES}; a JSON path may set its own)")
+    p.add_argument("--fps", type=float, default=30.0, help="frames per second of the video")
+    p.add_argument("--resolution", default=None, help="WxH output size (default: the path's camera size)")
+    p.add_argument("--time", type=float, default=None, help="render every frame at this time in [0, 1]")
+    p.add_argument("-o", "--output", default=None,
+                   help="OUT.mp4, OUT.gif or a directory for PNGs (default: RUN/renders/<path>.mp4)")
+    p.add_argument("--background", default=None, help="white, black or R,G,B in [0, 1] (default: the scene's)")
+    p.add_argument("--device", default="auto")
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """'640x480' -> (640, 480)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise FieldforgeError(f"--resolution {text!r}: expected WxH, e.g. 640x480") from None
+    if w <= 0 or h <= 0:
+        raise FieldforgeError(f"--resolution {text!r}: width and height must be positive")
+    return w, h
+
+
+def parse_background(text: str | None, default: str) -> Tensor:
+    """A named background or 'r,g,b' in [0, 1] -> [3] tensor."""
+    if text is None:
+        return background_rgb(default)
+    if "," in text:
+        try:
+            rgb = [float(v) for v in text.split(",")]
+        except ValueError:
+            rgb = []
+        if len(rgb) != 3 or not all(0 <= v <= 1 for v in rgb):
+            raise FieldforgeError(f"--background {text!r}: expected three numbers in [0, 1]")
+        return torch.tensor(rgb)
+    try:
+        return background_rgb(text)
+    except ValueError as e:
+        raise FieldforgeError(f"--background: {e}") from None
+
+
+def build_path(spec: str, source: Scene | None, n_frames: int | None, time: float | None) -> Cameras:
+    """Cameras of ``--path``: "orbit"/"spiral" from ``source``'s training cameras, else a JSON file."""
+    if spec in ("orbit", "spiral"):
+        if source is None:
+            raise FieldforgeError(f"--path {spec} needs a run's training cameras; give a camera-path JSON")
+        make = paths.orbit if spec == "orbit" else paths.spiral
+        try:
+            cams = make(source, n_frames or DEFAULT_FRAMES, times=time)
+        except ValueError as e:
+            raise FieldforgeError(f"--path {spec}: {e}") from None
+        return cams
+    cams = paths.load_path(spec, n_frames)
+    if time is not None:
+        cams.times = torch.full((len(cams),), float(time))
+    return cams
+
+
+def render_frames(render: RenderFn, cameras: Cameras, out: str | Path, fps: float, progress: bool = True) -> int:
+    """Render every camera with ``render`` and write the frames to ``out``; returns the count."""
+    with FrameWriter(out, fps) as writer:
+        for i in tqdm(range(len(cameras)), desc="render", unit="frame", disable=not progress):
+            with torch.no_grad():
+                rgb = render(cameras[i])
+            h, w = int(cameras.height[i]), int(cameras.width[i])
+            if tuple(rgb.shape) != (h, w, 3):
+                raise ValueError(f"render returned {tuple(rgb.shape)} for a {w}x{h} camera; expected [H, W, 3]")
+            writer.append(rgb)
+    return writer.count
+
+
+def _run_renderer(run_dir: Path, device: str, background: str | None) -> tuple[RenderFn, Scene]:
+    from fieldforge.apps.run import load_run
+
+    method, _, scene = load_run(run_dir, device)
+    bg = parse_background(background, scene.background).to(method.device)
+
+    def render(cam: Cameras) -> Tensor:
+        return method.render(cam.to(method.device), bg)["rgb"].float().cpu()
+
+    return render, scene
+
+
+def _ply_renderer(ply: Path, device: str, background: str | None) -> RenderFn:
+    """Hook for 3DGS .ply files: ``fieldforge.fields.splat_ply.read(path)`` must return a model
+    with ``render(cameras, background) -> {"rgb": [H, W, 3], ...}`` (the Method.render contract)."""
+    from fieldforge.apps.run import resolve_device
+
+    try:
+        from fieldforge.fields.splat_ply import read
+    except ModuleNotFoundError as e:
+        if e.name != "fieldforge.fields.splat_ply":
+            raise
+        raise FieldforgeError(f"{ply}: rendering .ply files needs fieldforge.fields.splat_ply (not available)") from None
+    dev = resolve_device(device)
+    model = read(ply).to(dev)
+    bg = parse_background(background, "white").to(dev)
+
+    def render(cam: Cameras) -> Tensor:
+        return model.render(cam.to(dev), bg)["rgb"].float().cpu()
+
+    return render
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.frames is not None and args.frames < 1:
+        raise FieldforgeError(f"--frames must be >= 1, got {args.frames}")
+    if not args.fps > 0:
+        raise FieldforgeError(f"--fps must be positive, got {args.fps}")
+    if args.time is not None and not 0 <= args.time <= 1:
+        raise FieldforgeError(f"--time must lie in [0, 1], got {args.time}")
+    resolution = parse_resolution(args.resolution) if args.resolution else None
+    target = Path(args.target)
+    if target.suffix.lower() == ".ply":
+        if not target.is_file():
+            raise FieldforgeError(f"{target}: file not found")
+        render, source = _ply_renderer(target, args.device, args.background), None
+    else:
+        render, source = _run_renderer(target, args.device, args.background)
+    cameras = build_path(args.path, source, args.frames, args.time)
+    if resolution is not None:
+        cameras = paths.with_resolution(cameras, *resolution)
+    if args.output:
+        out = Path(args.output)
+    else:
+        base = target.parent if target.suffix.lower() == ".ply" else target / "renders"
+        out = base / f"{Path(args.path).stem}.mp4"
+    n = render_frames(render, cameras, out, args.fps)
+    print(f"wrote {n} frames to {out}")
+    return 0
