@@ -4,7 +4,8 @@ Each file has ``camera_angle_x`` (horizontal field of view, radians) and ``frame
 ``file_path`` (relative, usually without extension: ".png" is appended) and an OpenGL
 camera-to-world ``transform_matrix``; D-NeRF frames also carry ``time`` in [0, 1] (all frames
 or none). Focal f = 0.5 W / tan(0.5 camera_angle_x) for the image width W as read, principal
-point at the image centre. Protocol: bounds [-1.5, 1.5]^3, near 2, far 6, white background.
+point at the image centre (W, H are the images' sizes, or optional top-level ``w``/``h``,
+which must then match the images). Protocol: bounds [-1.5, 1.5]^3, near 2, far 6, white background.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from fieldforge.errors import DataError
 from fieldforge.scenes.cameras import Cameras, opengl_to_opencv
 from fieldforge.scenes.images import read_images
-from fieldforge.scenes.loaders.build import finish, matrices, number, read_json, read_times, resolve
+from fieldforge.scenes.loaders.build import finish, image_path, matrices, number, read_json, read_times
 from fieldforge.scenes.scene import Scene
 
 SPLITS = ("train", "val", "test")
@@ -29,18 +30,13 @@ def detect(path: Path) -> bool:
     return (path / "transforms_train.json").is_file()
 
 
-def _image_path(root: Path, rel, source: Path) -> Path:
-    p = resolve(root, rel, source)
-    return p if p.is_file() else p.with_name(p.name + ".png")
-
-
 def load(root: Path, downscale: int = 1) -> Scene:
     if not root.is_dir():
         raise DataError(root, "not a dataset folder")
     files = {s: root / f"transforms_{s}.json" for s in SPLITS if (root / f"transforms_{s}.json").is_file()}
     if "train" not in files:
         raise DataError(root / "transforms_train.json", "file not found")
-    paths, c2w, angles, sources, splits, frames_all = [], [], [], [], {}, []
+    paths, c2w, angles, sizes, splits, times = [], [], [], [], {}, {}
     for split, file in files.items():
         meta = read_json(file)
         frames = meta.get("frames")
@@ -52,21 +48,25 @@ def load(root: Path, downscale: int = 1) -> Scene:
             raise DataError(file, "every frame needs 'file_path' and 'transform_matrix'")
         angle = number(file, meta.get("camera_angle_x"), "camera_angle_x", positive=True)
         start = len(paths)
-        paths += [_image_path(root, f["file_path"], file) for f in frames]
+        paths += [image_path(root, f["file_path"], file) for f in frames]
         c2w.append(matrices(file, [f["transform_matrix"] for f in frames], "transform_matrix"))
         angles += [angle] * len(frames)
-        sources += [file] * len(frames)
-        frames_all += frames
+        size = tuple(number(file, meta[k], k, positive=True) if k in meta else None for k in ("w", "h"))
+        sizes += [size] * len(frames)
+        times[file] = read_times(file, frames)
         splits[split] = torch.arange(start, len(paths))
-    times = read_times(files["train"] if len(files) == 1 else root, frames_all)
+    timed = [f for f, t in times.items() if t is not None]
+    if timed and len(timed) != len(times):
+        untimed = next(f for f, t in times.items() if t is None)
+        raise DataError(untimed, f"frames have no 'time' but those of {timed[0].name} do (all or none must)")
     images = read_images(paths)
-    w = torch.tensor([img.shape[1] for img in images], dtype=torch.float64)
-    h = torch.tensor([img.shape[0] for img in images], dtype=torch.float64)
+    w = torch.tensor([sw or img.shape[1] for (sw, _), img in zip(sizes, images)], dtype=torch.float64)
+    h = torch.tensor([sh or img.shape[0] for (_, sh), img in zip(sizes, images)], dtype=torch.float64)
     f = 0.5 * w / torch.tan(0.5 * torch.tensor(angles, dtype=torch.float64))
     K = torch.zeros(len(paths), 3, 3, dtype=torch.float64)
     K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2], K[:, 2, 2] = f, f, w / 2, h / 2, 1.0
     cams = Cameras(K=K.float(), c2w=opengl_to_opencv(torch.cat(c2w)).float(), width=w.long(), height=h.long(),
-                   times=times)
+                   times=torch.cat(list(times.values())) if timed else None)
     base = Path(os.path.abspath(root))
     names = [str(p.relative_to(base).with_suffix("")) for p in paths]
     return finish(root, "blender", cams, images, names, splits, downscale, bounds=torch.tensor(BOUNDS),

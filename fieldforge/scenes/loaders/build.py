@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -43,6 +44,25 @@ def resolve(root: Path, rel: str, source: Path) -> Path:
     return Path(p)
 
 
+def image_path(root: Path, rel, source: Path) -> Path:
+    """A frame's image: ``rel`` inside ``root`` as given, else with ".png" appended (Blender)."""
+    p = resolve(root, rel, source)
+    return p if p.is_file() else p.with_name(p.name + ".png")
+
+
+def image_folder(root: Path, downscale: int) -> tuple[Path, int]:
+    """The image folder to read for ``downscale`` N: ``images_M`` for the largest M > 1 dividing
+    N that exists, else ``images``; returns (folder, M). The caller applies the remaining N / M."""
+    for m in range(downscale, 1, -1):
+        if downscale % m == 0 and (root / f"images_{m}").is_dir():
+            return root / f"images_{m}", m
+    if (root / "images").is_dir():
+        return root / "images", 1
+    found = sorted(p.name for p in root.glob("images_*") if p.is_dir())
+    hint = f" (found {', '.join(found)}: pass downscale as a multiple of their factor)" if found else ""
+    raise DataError(root / "images", f"image folder not found for downscale {downscale}{hint}")
+
+
 def read_json(path: Path) -> dict:
     """A JSON object from ``path``; missing, malformed or non-object files raise DataError."""
     if not path.is_file():
@@ -70,10 +90,10 @@ def number(source: Path, value, what: str, positive: bool = False) -> float:
 def matrices(source: Path, values, what: str, shape: tuple[int, ...] = (4, 4)) -> Tensor:
     """Float64 tensor [N, *shape] from nested lists/arrays; wrong shapes or non-finite values raise."""
     try:
-        m = torch.as_tensor(values, dtype=torch.float64)
+        m = torch.from_numpy(np.asarray(values, dtype=np.float64))
     except (TypeError, ValueError, RuntimeError):
         raise DataError(source, f"{what}: not a numeric array") from None
-    if m.shape[1:] != shape:
+    if m.ndim != len(shape) + 1 or m.shape[1:] != shape:
         raise DataError(source, f"{what}: expected shape [N, {', '.join(map(str, shape))}], got {list(m.shape)}")
     bad = ~torch.isfinite(m).flatten(1).all(1)
     if bad.any():
