@@ -106,7 +106,7 @@ class OnlineControlVariate:
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()
-        return float(loss)
+        return float(loss.detach())
 
 
 def residual_ratio_tracking(sigma_fn, control: nn.Module, origins: Tensor, directions: Tensor,
