@@ -54,9 +54,10 @@ def _object_corners() -> np.ndarray:
 
 
 def test_generator_is_deterministic(tmp_path):
-    kw = dict(width=16, n_train=1, n_val=1, n_test=1, supersample=2)
+    kw = dict(width=16, n_train=1, n_val=1, n_test=1)
     a = syn.generate(tmp_path / "a", seed=3, **kw)
-    b = syn.generate(tmp_path / "b", seed=3, **kw)
+    b = tmp_path / "b"
+    syn.main([str(b), "--width", "16", "--train", "1", "--val", "1", "--test", "1", "--seed", "3"])
     c = syn.generate(tmp_path / "c", seed=4, **kw)
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     assert len(files) == 1 + 1 + 1 + 3
@@ -153,11 +154,12 @@ def test_trace_matches_brute_force_marching():
     g = torch.Generator().manual_seed(1)
     n = 150
     eyes = syn._hemisphere_eyes(n, g)
-    # targets inside random objects (so every ray hits something), plus rays aimed away
-    s = syn.SPHERE
-    targets = torch.tensor(s.center, dtype=torch.float64) + 0.4 * (torch.rand(n, 3, generator=g, dtype=torch.float64) - 0.5)
-    targets[::3] = torch.tensor(syn.BOX.center, dtype=torch.float64) + 0.2 * torch.randn(n // 3, 3, generator=g, dtype=torch.float64).clamp(-1, 1)
-    targets[1::3, :2] = 1.2 * (torch.rand(n // 3, 2, generator=g, dtype=torch.float64) - 0.5)
+    # targets inside the box, the ground disc and the sphere in turn (so every ray hits
+    # something), then every tenth ray turned around to miss
+    f64 = dict(generator=g, dtype=torch.float64)
+    targets = torch.tensor(syn.SPHERE.center, dtype=torch.float64) + 0.4 * (torch.rand(n, 3, **f64) - 0.5)
+    targets[::3] = torch.tensor(syn.BOX.center, dtype=torch.float64) + 0.2 * torch.randn(n // 3, 3, **f64).clamp(-1, 1)
+    targets[1::3, :2] = 1.2 * (torch.rand(n // 3, 2, **f64) - 0.5)
     targets[1::3, 2] = -0.55
     d = targets - eyes
     d = d / d.norm(dim=-1, keepdim=True)

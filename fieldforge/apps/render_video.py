@@ -124,7 +124,8 @@ def _ply_renderer(ply: Path, device: str, background: str | None) -> RenderFn:
     except ModuleNotFoundError as e:
         if e.name != "fieldforge.fields.splat_ply":
             raise
-        raise FieldforgeError(f"{ply}: rendering .ply files needs fieldforge.fields.splat_ply (not available)") from None
+        raise FieldforgeError(f"{ply}: rendering .ply files needs fieldforge.fields.splat_ply "
+                              "(not available)") from None
     dev = resolve_device(device)
     model = read(ply).to(dev)
     bg = parse_background(background, "white").to(dev)
