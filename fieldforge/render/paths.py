@@ -136,11 +136,12 @@ def orbit(source: Scene | Cameras, n_frames: int, *, center: Tensor | None = Non
     """A full circle of ``n_frames`` cameras around ``up`` through ``center``, looking at it.
 
     Defaults come from the training cameras of ``source``: ``center`` = the point nearest all
-    optical axes, ``up`` = :func:`estimate_up`, ``radius`` / ``height`` = mean horizontal distance /
-    height of the camera centres relative to ``center``. Starts at the first training camera's
-    azimuth and turns counter-clockwise about ``up``. Intrinsics and size are those of the first
-    training camera. ``times``: a fixed time or [n_frames]; default sweeps 0 -> 1 for dynamic
-    scenes, None for static ones.
+    optical axes, ``up`` = :func:`estimate_up`, ``radius`` / ``height`` = mean horizontal
+    distance / height of the camera centres relative to ``center``. Starts at the first training
+    camera's azimuth (the farthest camera's if the first is on the axis) and turns
+    counter-clockwise about ``up``. Intrinsics and size are those of the first training camera.
+    ``times``: a fixed time or [n_frames]; default sweeps 0 -> 1 for dynamic scenes, None for
+    static ones.
     """
     if n_frames < 1:
         raise ValueError(f"orbit: n_frames must be >= 1, got {n_frames}")
@@ -153,7 +154,11 @@ def orbit(source: Scene | Cameras, n_frames: int, *, center: Tensor | None = Non
     horiz = rel - along[:, None] * up
     radius = float(horiz.norm(dim=-1).mean()) if radius is None else float(radius)
     height = float(along.mean()) if height is None else float(height)
-    a = horiz[0] / horiz[0].norm()
+    lengths = horiz.norm(dim=-1)
+    if float(lengths.max()) < 1e-9:
+        raise ValueError("orbit: every training camera lies on the up axis; pass center/up")
+    start = 0 if float(lengths[0]) > 1e-6 * float(lengths.max()) else int(lengths.argmax())
+    a = horiz[start] / lengths[start]
     b = torch.linalg.cross(up, a)
     theta = torch.arange(n_frames, dtype=torch.float64) * (2 * math.pi / n_frames)
     eyes = center + height * up + radius * (torch.cos(theta)[:, None] * a + torch.sin(theta)[:, None] * b)
