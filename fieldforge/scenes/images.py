@@ -15,7 +15,6 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from fieldforge.errors import DataError
@@ -82,38 +81,39 @@ def read_masks(paths: Sequence[str | Path], workers: int | None = None) -> list[
     return _parallel(read_mask, [Path(p) for p in paths], workers)
 
 
-def _pool(x: Tensor, factor: int) -> Tensor:
-    """Mean over factor x factor blocks of [H, W, C] float (H, W multiples of factor)."""
-    return F.avg_pool2d(x.permute(2, 0, 1)[None], factor)[0].permute(1, 2, 0)
+def _blocks(a: np.ndarray, factor: int) -> np.ndarray:
+    """View [H, W, ...] as [H/f, f, W/f, f, ...], dropping rows/columns past the last full block."""
+    H, W = a.shape[0] // factor, a.shape[1] // factor
+    if H == 0 or W == 0:
+        raise ValueError(f"cannot downscale a {a.shape[1]}x{a.shape[0]} image by {factor}")
+    return a[:H * factor, :W * factor].reshape(H, factor, W, factor, *a.shape[2:])
 
 
 def downscale_image(img: Tensor, factor: int) -> Tensor:
-    """Area-average an image by an integer ``factor`` (box filter over factor x factor blocks).
+    """Area-average a uint8 image [H, W, C] by an integer ``factor`` (box filter).
 
     Rows/columns beyond the last full block are dropped (so width becomes W // factor, and
     pixel-corner coordinates scale exactly by 1/factor). RGBA is averaged in premultiplied
-    alpha, so compositing the result on any background equals averaging the composites.
+    alpha, so compositing the result on any background equals averaging the composites. Sums
+    are exact integers; only the final value is rounded to 8 bits.
     """
     if factor == 1:
         return img
-    H, W = img.shape[0] // factor * factor, img.shape[1] // factor * factor
-    if H == 0 or W == 0:
-        raise ValueError(f"cannot downscale a {img.shape[1]}x{img.shape[0]} image by {factor}")
-    x = img[:H, :W].float() / 255.0
-    if x.shape[-1] == 4:
-        a = x[..., 3:]
-        pooled = _pool(torch.cat([x[..., :3] * a, a], -1), factor)
-        a = pooled[..., 3:]
-        rgb = torch.where(a > 0, pooled[..., :3] / a.clamp_min(1e-12), torch.zeros_like(pooled[..., :3]))
-        x = torch.cat([rgb.clamp(0, 1), a], -1)
+    b = _blocks(img.numpy(), factor)
+    n = factor * factor
+    if b.shape[-1] == 4:
+        a = b[..., 3:].astype(np.uint32)
+        P = (b[..., :3] * a).sum((1, 3), dtype=np.uint32)  # premultiplied, scaled by 255
+        A = a.sum((1, 3), dtype=np.uint32)
+        rgb = np.where(A > 0, (2 * P + A) // (2 * np.maximum(A, 1)), 0)
+        out = np.concatenate([rgb, (2 * A + n) // (2 * n)], -1)
     else:
-        x = _pool(x, factor)
-    return torch.round(x * 255.0).to(torch.uint8)
+        out = (2 * b.sum((1, 3), dtype=np.uint32) + n) // (2 * n)
+    return torch.from_numpy(out.astype(np.uint8))
 
 
 def downscale_mask(mask: Tensor, factor: int) -> Tensor:
     """Downscale a bool mask by ``factor``: a block is kept when more than half of it is True."""
     if factor == 1:
         return mask
-    H, W = mask.shape[0] // factor * factor, mask.shape[1] // factor * factor
-    return _pool(mask[:H, :W, None].float(), factor)[..., 0] > 0.5
+    return torch.from_numpy(2 * _blocks(mask.numpy(), factor).sum((1, 3)) > factor * factor)
