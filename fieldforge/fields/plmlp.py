@@ -329,9 +329,11 @@ def _affine_at(geo: list[PLLayer], x: Tensor, dx: Tensor) -> tuple[Tensor, Tenso
     return dz[..., None], z - dz * x
 
 
-def integrate(net: nn.Module, lo, hi, condition: Tensor | None = None, max_regions: int = 100_000) -> Tensor:
+def integrate(net: nn.Module, lo, hi, condition: Tensor | None = None, max_regions: int = 100_000,
+              chunk: int = 256) -> Tensor:
     """Exact integral of the network over the box [lo, hi] (1, 2 or 3-D) -> [n_out], or
-    [B, n_out] with ``condition`` [B, k] (extra inputs constant over the box)."""
+    [B, n_out] with ``condition`` [B, k] (extra inputs constant over the box), processed
+    ``chunk`` domains at a time (``max_regions`` applies per chunk)."""
     lo, hi = _box(lo, hi)
     layers = as_layers(net)
     if lo.numel() == 1:
@@ -339,8 +341,10 @@ def integrate(net: nn.Module, lo, hi, condition: Tensor | None = None, max_regio
             raise ValueError("condition is only supported for 2-D and 3-D boxes")
         one = torch.ones(1, 1, dtype=torch.float64)
         return integrate_rays(layers, lo[None], one, 0.0, float(hi - lo), max_pieces=max_regions)[0]
-    reg = regions(layers, lo, hi, condition, max_regions)
-    return reg.integral(layers, condition)
+    if condition is None:
+        return regions(layers, lo, hi, None, max_regions).integral(layers)
+    return torch.cat([regions(layers, lo, hi, cond, max_regions).integral(layers, cond)
+                      for cond in condition.split(chunk)])
 
 
 def integrate_polygon(net: nn.Module, polygon: Tensor, condition: Tensor | None = None,
