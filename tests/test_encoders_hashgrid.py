@@ -96,7 +96,7 @@ def test_dense_index_and_boundary_wrap_by_hand():
     # x=(1,1): u=3.5 -> rows 15, (4+12)%16=0, (3+16)%16=3, (4+16)%16=4
     x = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
     idx, w = g.corners(x)
-    assert idx[0].tolist() == [[0, 1, 4, 5], [15, 0, 3, 4]]
+    assert idx[0].T.tolist() == [[0, 1, 4, 5], [15, 0, 3, 4]]
     assert torch.allclose(w, torch.full_like(w, 0.25))
     assert torch.allclose(g(x)[:, 0], torch.tensor([2.5, 5.5]))
 
@@ -107,7 +107,7 @@ def test_hashed_index_by_hand():
     x = torch.tensor([[2.0 / 7, 3.0 / 7]])  # u = (2.5, 3.5) -> i0 = (2, 3)
     idx, _ = g.corners(x)
     expect = [((i * 1) ^ (j * 2654435761 % 2**32)) % 16 for j in (3, 4) for i in (2, 3)]
-    assert idx[0, 0].tolist() == expect
+    assert idx[0, :, 0].tolist() == expect
     assert expect[0] == 1  # 3 * 2654435761 mod 2^32 = 3668339987 = ...0011b, xor 2 -> 1
 
 

@@ -31,7 +31,7 @@ from fieldforge.encoders.base import Encoding, positive
 
 PRIMES = (1, 2654435761, 805459861, 3674653429, 2097192037, 1434869437, 2165219737)
 MASK32 = 0xFFFFFFFF
-CHUNK = 1 << 16  # points per chunk of the fused lookup
+CHUNK = 1 << 12  # points per chunk: keeps temporaries small (cache- and allocator-friendly)
 
 
 def level_layout(in_dim: int, n_levels: int, log2_hashmap_size: int, base_resolution: int,
@@ -108,36 +108,60 @@ class HashGrid(Encoding):
                                                       self.table_sizes, self.offsets))]
 
     def corners(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Flat table rows (int64) and interpolation weights, both [L, N, 2^d], for x [N, d].
+        """Flat table rows (int64) and interpolation weights, both [L, 2^d, N], for x [N, d].
 
         Level-major, so one gather visits one level's table at a time (cache-friendly). Corner
         c = sum_k c_k 2^k (axis 0 fastest); weights are differentiable in x. Products of int64
-        vertex coordinates (|i| < 2^31) with multipliers < 2^32 do not overflow, and masking the
-        low 32 bits afterwards equals tiny-cuda-nn's uint32 arithmetic (negatives included).
+        vertex coordinates (|i| < 2^31) with multipliers < 2^32 do not overflow; keeping the low
+        32 bits (dense) or the low log2(T) bits (hashed, T = 2^log2_hashmap_size) afterwards
+        equals tiny-cuda-nn's uint32 arithmetic, negative coordinates included.
         """
-        u = x[None] * self.scales[:, None, None] + 0.5  # [L, N, d]
-        fl = torch.floor(u)
+        nd = self.n_dense
+        u = torch.addcmul(torch.full((), 0.5, dtype=x.dtype), x.T[:, None, :], self.scales[None, :, None])
+        fl = torch.floor(u)  # u, fl, w: [d, L, N]
         w = u - fl
         if self.interpolation == "smoothstep":
             w = w * w * (3 - 2 * w)
-        t0 = fl.to(torch.int64) * self._mult[:, None, :]
-        terms = torch.stack([t0, t0 + self._mult[:, None, :]], -1)  # [L, N, d, 2]
-        wk = torch.stack([1 - w, w], -1)
-        nd = self.n_dense
-        dense, hashed, wts = terms[:nd, :, 0], terms[nd:, :, 0], wk[:, :, 0]
-        for k in range(1, self.in_dim):  # combine axes; the new axis becomes the slower index
-            dense = (dense[..., None, :] + terms[:nd, :, k, :, None]).flatten(-2)
-            hashed = (hashed[..., None, :] ^ terms[nd:, :, k, :, None]).flatten(-2)
-            wts = (wts[..., None, :] * wk[:, :, k, :, None]).flatten(-2)
-        dense = (dense & MASK32) % self._sizes[:nd, None, None]
-        hashed = hashed & (self._sizes[nd:, None, None] - 1)  # hashed levels have T = 2^log2
-        return torch.cat([dense, hashed]) + self._offsets[:, None, None], wts
+        mult = self._mult.T[:, :, None]
+        t0 = fl.to(torch.int64) * mult
+        t1 = t0 + mult
+        for t in (t0, t1):
+            t[:, nd:] &= self._sizes[None, nd:, None] - 1
+
+        def combine(a: Tensor, b: Tensor) -> Tensor:  # dense levels add, hashed levels xor
+            return torch.cat([a[:nd] + b[:nd], a[nd:] ^ b[nd:]]) if 0 < nd < self.n_levels else \
+                (a + b if nd else a ^ b)
+
+        idx, wts = [t0[0], t1[0]], [1 - w[0], w[0]]
+        for k in range(1, self.in_dim):  # the new axis is the slower corner index
+            idx = [combine(i, t[k]) for t in (t0, t1) for i in idx]
+            wts = [v * wk for wk in (1 - w[k], w[k]) for v in wts]
+        idx = torch.stack(idx, 1)
+        if nd:
+            idx[:nd] = (idx[:nd] & MASK32) % self._sizes[:nd, None, None]
+        return idx + self._offsets[:, None, None], torch.stack(wts, 1)
 
     def _lookup(self, params: Tensor, x: Tensor) -> Tensor:
+        """Encoding of x [N, d] -> [N, L*F]; differentiable in ``params`` and ``x``."""
         idx, wts = self.corners(x)
         feats = params.index_select(0, idx.reshape(-1)).view(*idx.shape, self.n_features)
-        out = torch.einsum("lnc,lncf->nlf", wts.to(feats.dtype), feats)
-        return out.reshape(x.shape[0], self.out_dim)
+        return self._blend(wts.to(feats.dtype), feats)
+
+    def _blend(self, wts: Tensor, feats: Tensor) -> Tensor:
+        """sum_c wts[l, c, n] * feats[l, c, n, f] -> [N, L*F] (level-major)."""
+        acc = wts[:, 0, :, None] * feats[:, 0]
+        for c in range(1, wts.shape[1]):
+            acc = acc.addcmul(wts[:, c, :, None], feats[:, c])
+        return acc.transpose(0, 1).reshape(wts.shape[2], self.out_dim)
+
+    def _lookup_nograd(self, params: Tensor, x: Tensor) -> Tensor:
+        """Same as :meth:`_lookup` without autograd; gathers F=2 float32 rows as one float64."""
+        idx, wts = self.corners(x)
+        if self.n_features == 2 and params.dtype == torch.float32:
+            feats = params.view(torch.float64).view(-1).index_select(0, idx.reshape(-1)).view(torch.float32)
+        else:
+            feats = params.index_select(0, idx.reshape(-1))
+        return self._blend(wts, feats.view(*idx.shape, self.n_features))
 
     def forward(self, x: Tensor) -> Tensor:
         self._check(x)
@@ -162,7 +186,7 @@ class _FusedLookup(torch.autograd.Function):
         with torch.no_grad():
             out = torch.empty(x.shape[0], grid.out_dim, dtype=params.dtype, device=params.device)
             for s in range(0, x.shape[0], CHUNK):
-                out[s:s + CHUNK] = grid._lookup(params, x[s:s + CHUNK])
+                out[s:s + CHUNK] = grid._lookup_nograd(params, x[s:s + CHUNK])
         return out
 
     @staticmethod
@@ -173,6 +197,6 @@ class _FusedLookup(torch.autograd.Function):
         F = grid.n_features
         for s in range(0, x.shape[0], CHUNK):
             idx, wts = grid.corners(x[s:s + CHUNK])
-            g = grad_out[s:s + CHUNK].reshape(-1, grid.n_levels, 1, F).transpose(0, 1)
+            g = grad_out[s:s + CHUNK].reshape(-1, grid.n_levels, 1, F).permute(1, 2, 0, 3)
             grad.index_add_(0, idx.reshape(-1), (wts[..., None] * g).reshape(-1, F))
         return grad, None, None
