@@ -9,7 +9,6 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
-import pytest
 import torch
 
 from fieldforge.render.rays import pixel_rays
