@@ -63,12 +63,12 @@ def read_mask(path: str | Path) -> Tensor:
     return torch.from_numpy(a > 127)
 
 
-def _parallel(fn, paths: Sequence[Path], workers: int | None) -> list:
+def _parallel(fn, items: Sequence, workers: int | None) -> list:
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
-    if len(paths) < 4 or workers <= 1:
-        return [fn(p) for p in paths]
-    with ThreadPoolExecutor(workers) as pool:  # PNG/JPEG decoding releases the GIL
-        return list(pool.map(fn, paths))
+    if len(items) < 4 or workers <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(workers) as pool:  # PNG/JPEG decoding and numpy sums release the GIL
+        return list(pool.map(fn, items))
 
 
 def read_images(paths: Sequence[str | Path], workers: int | None = None) -> list[Tensor]:
@@ -117,3 +117,8 @@ def downscale_mask(mask: Tensor, factor: int) -> Tensor:
     if factor == 1:
         return mask
     return torch.from_numpy(2 * _blocks(mask.numpy(), factor).sum((1, 3)) > factor * factor)
+
+
+def downscale_images(images: Sequence[Tensor], factor: int, workers: int | None = None) -> list[Tensor]:
+    """:func:`downscale_image` over many images, concurrently (threads)."""
+    return _parallel(lambda img: downscale_image(img, factor), images, workers)

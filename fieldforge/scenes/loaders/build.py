@@ -20,7 +20,7 @@ from torch import Tensor
 
 from fieldforge.errors import DataError
 from fieldforge.scenes.cameras import Cameras
-from fieldforge.scenes.images import downscale_image, downscale_mask
+from fieldforge.scenes.images import downscale_images, downscale_mask
 from fieldforge.scenes.scene import Scene
 
 HOLDOUT = 8  # every 8th image (0, 8, 16, ...) is a test image when the data defines no split
@@ -182,7 +182,7 @@ def finish(
     if any(img.shape[-1] == 4 for img in images):  # one channel layout per scene
         images = [img if img.shape[-1] == 4 else torch.cat([img, torch.full_like(img[..., :1], 255)], -1) for img in images]
     if downscale > 1:
-        images = [downscale_image(img, downscale) for img in images]
+        images = downscale_images(images, downscale)
         masks = None if masks is None else [downscale_mask(m, downscale) for m in masks]
         cameras = replace(cameras.scaled(1.0 / downscale),
                           width=torch.tensor([img.shape[1] for img in images]),
