@@ -96,3 +96,28 @@ def test_ratio_tracking_refuses_non_positive_majorant():
     control = nn.Sequential(nn.Linear(3, 1))
     with pytest.raises(ValueError, match="majorant"):
         residual_ratio_tracking(sigma_true, control, torch.zeros(2, 3), torch.ones(2, 3), 0.0, 1.0, 0.0)
+
+
+def test_bench_cv_image_is_unbiased_against_the_stratified_reference():
+    """The whole demo pipeline (train g, exact per-pixel G, residual MC) has no bias beyond noise."""
+    import argparse
+
+    from fieldforge.apps import bench_integrate as bench
+
+    args = argparse.Namespace(train_share=0.5, width=8, depth=2, train_steps=30, lr=1e-2, max_regions=100_000,
+                              alpha="fit", seed=0)
+    gen = torch.Generator().manual_seed(4)
+    hits = bench.primary_hits(12)
+    ref, ref_var = bench.render_mc(hits, 1024, gen, stratified=True)
+    cv = bench.render_cv(hits, 32, args, gen)
+    diff = (cv["value"] - ref).sum()
+    se = (cv["variance"] + ref_var).sum().sqrt()
+    assert abs(float(diff)) < 3 * float(se)
+    assert float(cv["variance"].sum()) > 0
+
+
+def test_bench_refuses_bad_arguments_with_one_line(capsys):
+    from fieldforge.apps.cli import main
+
+    assert main(["bench", "integrate", "--ref-spp", "1000"]) == 2
+    assert "square number" in capsys.readouterr().err

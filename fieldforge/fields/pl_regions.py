@@ -13,14 +13,13 @@ are dropped and their volume is reported in ``Regions.dropped_volume``.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from fieldforge.fields.plmlp import PLLayer, RegionLimitError, _geometry, evaluate
+from fieldforge.fields.plmlp import PLLayer, RegionLimitError, _geometry, evaluate, single_thread
 
 VOLUME_EPS = 1e-15  # relative to the domain's volume
 SIGN_EPS = 1e-12  # relative to the scale of the plane equation on the cell
@@ -78,18 +77,6 @@ def _input_map(geo: list[PLLayer], d: int, condition: Tensor | None, n_dom: int)
     return A, c
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """The cutting loop runs many small tensor ops: one intra-op thread is 10-50x faster than
-    two on a loaded 2-core machine (measured)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 def _snap(s: Tensor, scale: Tensor) -> Tensor:
     return torch.where(s.abs() <= SIGN_EPS * scale, torch.zeros_like(s), s)
 
@@ -141,7 +128,7 @@ def _clip_polygons(v: Tensor, nv: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
     return out[:, : int(n.max()) if len(n) else 0], n
 
 
-@_one_thread()
+@single_thread()
 def polygon_regions(layers: list[PLLayer], polygons: Tensor, condition: Tensor | None,
                     max_regions: int) -> Regions:
     """Regions over convex polygons [B, V, 2] (one per domain, CCW or CW), see :class:`Regions`."""
@@ -270,7 +257,7 @@ def _split_tets(t: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return cat(negs, (4, 3)), cat(negp, ()).long(), cat(poss, (4, 3)), cat(posp, ()).long()
 
 
-@_one_thread()
+@single_thread()
 def box_regions(layers: list[PLLayer], lo: Tensor, hi: Tensor, condition: Tensor | None,
                 max_regions: int, max_tets_per_region: int = 64) -> Regions:
     """Regions over the 2-D or 3-D box [lo, hi], one domain per row of ``condition``."""

@@ -16,6 +16,7 @@ gradient with respect to the weights is exact because g is continuous (boundary 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,19 @@ class NotPiecewiseLinearError(ValueError):
 
 class RegionLimitError(FieldforgeError):
     """The number of linear pieces passed the limit the caller set."""
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Run a block (or decorate a function) with one torch intra-op thread, restored after.
+    For loops of many small tensor ops (region cutting, small-batch training) this measured
+    10-50x faster than two threads on the shared 2-core CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 @dataclass(frozen=True)

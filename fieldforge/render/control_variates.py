@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from fieldforge.fields.plmlp import as_layers, evaluate, integrate, integrate_rays
+from fieldforge.fields.plmlp import as_layers, evaluate, integrate, integrate_rays, single_thread
 
 
 @dataclass
@@ -82,8 +82,8 @@ class OnlineControlVariate:
 
     ``update(x, f, pdf)`` adds samples to a replay buffer (the newest ``capacity`` kept) and
     takes ``steps`` Adam steps on minibatches from it, minimising the residual's second moment
-    mean(((f - g(x)) / p)^2) normalised by mean((f / p)^2). Samples used to train g must not
-    be reused in the estimate that g serves.
+    mean(((f - g(x)) / p)^2) normalised by mean((f / p)^2), on one intra-op thread (small
+    networks). Samples used to train g must not be reused in the estimate that g serves.
     """
 
     def __init__(self, g: nn.Module, lr: float = 5e-3, capacity: int = 1 << 20, batch: int = 8192,
@@ -92,6 +92,7 @@ class OnlineControlVariate:
         self.opt = torch.optim.Adam(g.parameters(), lr=lr)
         self.x = self.f = self.pdf = None
 
+    @single_thread()
     def update(self, x: Tensor, f: Tensor, pdf: Tensor, steps: int = 50) -> float:
         """x [M, n_in], f [M, C], pdf [M]; returns the last training loss."""
         def push(old, new):
