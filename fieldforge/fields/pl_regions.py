@@ -259,8 +259,9 @@ def _split_tets(t: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 @single_thread()
 def box_regions(layers: list[PLLayer], lo: Tensor, hi: Tensor, condition: Tensor | None,
-                max_regions: int, max_tets_per_region: int = 64) -> Regions:
-    """Regions over the 2-D or 3-D box [lo, hi], one domain per row of ``condition``."""
+                max_regions: int, max_tets: int = 2_000_000) -> Regions:
+    """Regions over the 2-D or 3-D box [lo, hi], one domain per row of ``condition``; in 3-D
+    also at most ``max_tets`` tetrahedra (about 100 bytes each)."""
     n_dom = 1 if condition is None else condition.shape[0]
     if lo.numel() == 2:
         rect = torch.stack([lo, torch.stack([hi[0], lo[1]]), hi, torch.stack([lo[0], hi[1]])])
@@ -274,7 +275,6 @@ def box_regions(layers: list[PLLayer], lo: Tensor, hi: Tensor, condition: Tensor
     A, c = (x.repeat_interleave(6, 0) for x in _input_map(geo, 3, condition, n_dom))
     vol_eps = VOLUME_EPS * float((hi - lo).prod())
     dropped = 0.0
-    max_tets = max_tets_per_region * max_regions
     extent = float(torch.maximum(lo.abs(), hi.abs()).max())
     for layer in geo[:-1]:
         Bz = torch.einsum("on,cnd->cod", layer.weight, A)
@@ -308,8 +308,8 @@ def box_regions(layers: list[PLLayer], lo: Tensor, hi: Tensor, condition: Tensor
                 region = torch.where(move, new_id[region], region)
                 n_regions += int(cut.sum())
                 if n_regions > max_regions or len(t) > max_tets:
-                    raise RegionLimitError(f"more than max_regions={max_regions} linear regions "
-                                           f"({n_regions} regions in {len(t)} tetrahedra after a cut)")
+                    raise RegionLimitError(f"more than max_regions={max_regions} linear regions or max_tets={max_tets} "
+                                           f"tetrahedra ({n_regions} regions in {len(t)} tetrahedra after a cut)")
         A, c = _next_pattern(layer, Bz[src], ez[src], t.mean(1))
     # compact region ids and aggregate tetrahedra per region
     ids, region = torch.unique(region, return_inverse=True)

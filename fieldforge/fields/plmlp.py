@@ -241,7 +241,7 @@ def _pre_activation(layers: list[PLLayer], x: Tensor, dx: Tensor, upto: int) -> 
 
 
 def ray_breakpoints(net: nn.Module | list[PLLayer], origins: Tensor, directions: Tensor, t_near: Tensor | float,
-                    t_far: Tensor | float, max_pieces: int = 4096, chunk: int = 1024) -> tuple[Tensor, Tensor]:
+                    t_far: Tensor | float, max_pieces: int = 4096, chunk: int = 256) -> tuple[Tensor, Tensor]:
     """All breakpoints of the network along rays x(t) = o + t d, t in [t_near, t_far].
 
     Returns ``t`` [R, P+1] float64 sorted, starting at t_near and padded at the end by repeating
@@ -271,12 +271,16 @@ def ray_breakpoints(net: nn.Module | list[PLLayer], origins: Tensor, directions:
             bp = torch.tensor(layer.activation.breakpoints, dtype=torch.float64)
             roots = mid[..., None, None] + (bp - z[..., None]) / dz[..., None]
             ok = (roots > ta[..., None, None]) & (roots < tb[..., None, None]) & live[..., None, None]
-            roots = torch.where(ok, roots, torch.inf).flatten(1)
-            t = torch.sort(torch.cat([t, roots], 1), 1).values
-            n = torch.isfinite(t).sum(1)
+            # interval-major candidates [t_k, roots in (t_k, t_k+1)...], compacted without a big sort
+            cand = torch.cat([torch.cat([ta[..., None], torch.where(ok, roots, torch.inf).flatten(2)], 2).flatten(1),
+                              t[:, -1:]], 1)
+            valid = torch.isfinite(cand)
+            n = valid.sum(1)
             if int(n.max()) - 1 > max_pieces:
                 raise RegionLimitError(f"a ray has {int(n.max()) - 1} linear pieces (> max_pieces={max_pieces})")
-            t = t[:, : int(n.max())]
+            pos = torch.where(valid, valid.cumsum(1) - 1, int(n.max()))
+            t = torch.full((len(cand), int(n.max()) + 1), torch.inf, dtype=torch.float64).scatter_(1, pos, cand)
+            t = torch.sort(t[:, :-1], 1).values
         outs.append(t)
     P1 = max(t.shape[1] for t in outs)
     t = torch.cat([torch.nn.functional.pad(t, (0, P1 - t.shape[1]), value=torch.inf) for t in outs])
