@@ -227,3 +227,14 @@ def test_bad_boxes_and_region_limit_give_clear_errors():
         integrate(random_net(3, 1, 16, 2, seed=12), [0, 0, 0], [1, 1, 1], max_regions=5)
     with pytest.raises(RegionLimitError, match="max_pieces=3"):
         integrate_rays(random_net(3, 1, 16, 2, seed=13), torch.zeros(2, 3), torch.ones(2, 3), -5.0, 5.0, max_pieces=3)
+
+
+def test_hat_basis_layers_reproduce_the_triangle_shifted_basis():
+    """The protocol an encoder follows to be integrable: the triangle shifted basis (fixed norm)."""
+    from fieldforge.encoders.shifted import ShiftedBasisEncoding
+    from fieldforge.fields.plmlp import hat_basis_layers
+
+    enc = ShiftedBasisEncoding(2, n_centres=6, basis="triangle", width=0.3)
+    x = torch.rand(500, 2)
+    pl = hat_basis_layers(2, enc.centres, enc.width, scale=1 / enc.fixed_norm)
+    assert torch.allclose(pl(x), enc(x), atol=1e-6)

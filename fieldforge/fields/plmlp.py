@@ -174,21 +174,29 @@ class HatEncoding(nn.Module):
         return (1 - u.abs()).clamp_min(0).flatten(-2)
 
     def as_piecewise_linear(self) -> nn.Sequential:
-        """Linear(dim -> 3 dim bins) + ReLU + Linear(3 dim bins -> dim bins), fixed weights."""
-        n = self.out_dim
-        kw = {"dtype": self.centres.dtype, "device": self.centres.device}
-        first = nn.Linear(self.dim, 3 * n, **kw).requires_grad_(False)
-        second = nn.Linear(3 * n, n, bias=False, **kw).requires_grad_(False)
-        axis = torch.arange(self.dim).repeat_interleave(self.bins)  # feature -> input axis
-        offset = (-self.centres / self.width).repeat(self.dim)
-        first.weight.zero_()
-        second.weight.zero_()
-        for k, (shift, coef) in enumerate(((1.0, 1.0), (0.0, -2.0), (-1.0, 1.0))):
-            rows = torch.arange(n) + k * n
-            first.weight[rows, axis] = 1.0 / self.width
-            first.bias[rows] = offset + shift
-            second.weight[torch.arange(n), rows] = coef
-        return nn.Sequential(first, nn.ReLU(), second)
+        return hat_basis_layers(self.dim, self.centres, self.width)
+
+
+def hat_basis_layers(dim: int, centres: Tensor, width: float, scale: float = 1.0) -> nn.Sequential:
+    """Per-axis hat features scale * max(0, 1 - |x_i - c_j| / width), axis-major [..., dim * D],
+    as Linear(dim -> 3 dim D) + ReLU + Linear(3 dim D -> dim D) with fixed weights, using
+    hat(u) = relu(u + 1) - 2 relu(u) + relu(u - 1). Encoders (e.g. a triangle shifted basis with
+    a constant normalisation) return this from ``as_piecewise_linear()``."""
+    D = centres.numel()
+    n = dim * D
+    kw = {"dtype": centres.dtype, "device": centres.device}
+    first = nn.Linear(dim, 3 * n, **kw).requires_grad_(False)
+    second = nn.Linear(3 * n, n, bias=False, **kw).requires_grad_(False)
+    axis = torch.arange(dim).repeat_interleave(D)  # feature -> input axis
+    offset = (-centres / width).repeat(dim)
+    first.weight.zero_()
+    second.weight.zero_()
+    for k, (shift, coef) in enumerate(((1.0, 1.0), (0.0, -2.0), (-1.0, 1.0))):
+        rows = torch.arange(n) + k * n
+        first.weight[rows, axis] = 1.0 / width
+        first.bias[rows] = offset + shift
+        second.weight[torch.arange(n), rows] = coef * scale
+    return nn.Sequential(first, nn.ReLU(), second)
 
 
 # ------------------------------------------------------------------------------------ PLMLP
