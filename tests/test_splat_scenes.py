@@ -1,4 +1,4 @@
-"""Small synthetic Gaussian scenes and cameras for the rasterizer / splat tests (no data files)."""
+"""Helpers (no tests): small synthetic Gaussian scenes and cameras for the splat tests, no data files."""
 
 from __future__ import annotations
 
