@@ -16,7 +16,7 @@ CPU = torch.device("cpu")
 
 def small_config(**kw) -> SplatConfig:
     base = dict(init_num_points=150, refine_start_iter=3, refine_every=4, reset_every=9, sh_degree=1,
-                sh_degree_interval=5, max_steps=50, cap_max=400)
+                sh_degree_interval=5, steps=50, cap_max=400)
     base.update(kw)
     return SplatConfig(**base)
 

@@ -5,7 +5,7 @@ them or with ``init="random"``, ``init_num_points`` uniform points with random c
 scene bounds. Loss (1 - 0.2) L1 + 0.2 D-SSIM on one training image per step (a fresh random
 permutation of the images per epoch, from a generator stored in the state). Per-parameter
 Adam (eps 1e-15) with the reference learning rates; the means' rate is 1.6e-4 x scene_scale
-decaying exponentially to 1% at ``max_steps``. The active SH degree grows by one every
+decaying exponentially to 1% at ``steps``. The active SH degree grows by one every
 ``sh_degree_interval`` steps. Densification is a swappable strategy (:mod:`strategy`).
 scene_scale = 1.1 x the largest camera distance from the cameras' centroid.
 Training composites on the scene's background colour (or a random one per step).
@@ -29,7 +29,7 @@ from fieldforge.scenes import Cameras, Scene, background_rgb
 
 @dataclass
 class SplatConfig(MethodConfig):
-    max_steps: int = 30_000  # horizon of the means' learning-rate decay
+    steps: int = 30_000  # run length: horizon of the means' learning-rate decay
     sh_degree: int = 3
     sh_degree_interval: int = 1000
     ssim_lambda: float = 0.2
@@ -134,7 +134,7 @@ class SplatMethod(Method):
         meta["n_cameras"] = 1
         loss = splat_loss(img[0], gt, cfg.ssim_lambda)
         loss.backward()
-        self.optimizers["means"].param_groups[0]["lr"] = self._lrs()["means"] * 0.01 ** (min(step, cfg.max_steps) / cfg.max_steps)
+        self.optimizers["means"].param_groups[0]["lr"] = self._lrs()["means"] * 0.01 ** (min(step, cfg.steps) / cfg.steps)
         for opt in self.optimizers.values():
             opt.step()
             opt.zero_grad(set_to_none=True)
