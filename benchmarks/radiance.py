@@ -1,0 +1,11 @@
+"""Thin script for ``fieldforge bench radiance`` (field methods: PSNR at 2, 5, 10 minutes of training).
+
+    python benchmarks/radiance.py [--methods ngp,nerf] [--minutes 2,5,10] [--test-images 25]
+"""
+
+import sys
+
+from fieldforge.apps.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["bench", "radiance", *sys.argv[1:]]))
