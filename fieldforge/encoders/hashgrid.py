@@ -170,7 +170,8 @@ class HashGrid(Encoding):
             out = torch.cat([self._lookup(self.params, c) for c in x.split(CHUNK)]) if x.shape[0] else \
                 x.new_zeros(0, self.out_dim)
         else:
-            out = _FusedLookup.apply(self.params, x.detach(), self)
+            keep = torch.is_grad_enabled() and self.params.requires_grad  # Function.forward runs in no_grad
+            out = _FusedLookup.apply(self.params, x.detach(), self, keep)
         return out.reshape(*lead, self.out_dim)
 
 
@@ -180,8 +181,7 @@ class _FusedLookup(torch.autograd.Function):
     (int64 indices for it: index_add_ with int32 indices is ~9x slower on CPU)."""
 
     @staticmethod
-    def forward(ctx, params: Tensor, x: Tensor, grid: HashGrid) -> Tensor:
-        keep = ctx.needs_input_grad[0]
+    def forward(ctx, params: Tensor, x: Tensor, grid: HashGrid, keep: bool) -> Tensor:
         ctx.shape, ctx.n_features, ctx.n_levels = params.shape, grid.n_features, grid.n_levels
         rows, weights = [], []
         with torch.no_grad():
@@ -203,4 +203,4 @@ class _FusedLookup(torch.autograd.Function):
             g = grad_out[s:s + CHUNK].reshape(-1, L, 1, F).permute(1, 2, 0, 3)
             grad.index_add_(0, idx.reshape(-1).long(), (wts[..., None] * g).reshape(-1, F))
         ctx.rows, ctx.weights = [], []
-        return grad, None, None
+        return grad, None, None, None
