@@ -205,3 +205,27 @@ def test_render_verb_errors_are_one_line(stub_run, capsys, argv, needle):
 def test_render_ply_needs_existing_file(tmp_path, capsys):
     assert cli.main(["render", str(tmp_path / "missing.ply"), "--path", "p.json"]) == 2
     assert "missing.ply: file not found" in capsys.readouterr().err
+
+
+def test_render_ply_with_json_path_matches_the_rasterizer(tmp_path):
+    import imageio.v3 as iio
+    import numpy as np
+
+    from fieldforge.fields import splat_ply
+    from tests.test_splat_scenes import random_gaussians
+
+    model = random_gaussians(30, seed=3)
+    ply = tmp_path / "scene.ply"
+    splat_ply.write(ply, model)
+    c2w = [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, -4.0], [0, 0, 0, 1]]
+    path = tmp_path / "path.json"
+    path.write_text(json.dumps({"width": 24, "height": 20, "keyframes": [{"c2w": c2w, "fx": 30.0}]}))
+    out = tmp_path / "frames"
+    assert cli.main(["render", str(ply), "--path", str(path), "--frames", "1", "-o", str(out)]) == 0
+    frame = iio.imread(sorted(out.glob("*.png"))[0]).astype(np.float64) / 255
+    K = torch.tensor([[[30.0, 0, 12], [0, 30.0, 10], [0, 0, 1]]])
+    with torch.no_grad():
+        ref, _, _ = splat_ply.read(ply).render(torch.linalg.inv(torch.tensor([c2w]).float()), K, 24, 20,
+                                              backgrounds=torch.ones(1, 3))
+    assert np.abs(frame - ref[0].clamp(0, 1).numpy()).max() < 1.5 / 255  # frames are clipped to [0, 1]
+    assert frame.std() > 0.01  # the Gaussians are in view, not a blank frame

@@ -115,8 +115,7 @@ def _run_renderer(run_dir: Path, device: str, background: str | None) -> tuple[R
 
 
 def _ply_renderer(ply: Path, device: str, background: str | None) -> RenderFn:
-    """Hook for 3DGS .ply files: ``fieldforge.fields.splat_ply.read(path)`` must return a model
-    with ``render(cameras, background) -> {"rgb": [H, W, 3], ...}`` (the Method.render contract)."""
+    """Renderer of a standard 3DGS .ply (``fieldforge.fields.splat_ply.read``) through the rasterizer."""
     from fieldforge.apps.run import resolve_device
 
     try:
@@ -131,7 +130,10 @@ def _ply_renderer(ply: Path, device: str, background: str | None) -> RenderFn:
     bg = parse_background(background, "white").to(dev)
 
     def render(cam: Cameras) -> Tensor:
-        return model.render(cam.to(dev), bg)["rgb"].float().cpu()
+        cam = cam.to(dev)
+        colors, _, _ = model.render(cam.viewmats()[:1], cam.K[:1], int(cam.width[0]), int(cam.height[0]),
+                                    backgrounds=bg[None])
+        return colors[0].float().cpu()
 
     return render
 
