@@ -11,6 +11,7 @@ import torch
 from fieldforge.render.raster_dense import composite_dense
 from fieldforge.render.raster_project import project_gaussians
 from fieldforge.render.raster_tiles import bin_tiles
+import fieldforge.render
 from fieldforge.render.rasterize import rasterize, sh_colors
 from tests.conftest import shared_path
 
@@ -164,3 +165,10 @@ def test_bad_arguments_raise_clear_errors():
         rasterize(*params, vm, K, w, h, render_mode="rgb")
     with pytest.raises(ValueError, match="sh_degree"):
         rasterize(*params[:4], torch.zeros(10, 4, 3), vm, K, w, h, sh_degree=2)
+
+
+def test_package_entry_point_is_the_rasterizer():
+    assert fieldforge.render.rasterize is rasterize
+    with pytest.raises(ValueError, match="means must be"):
+        fieldforge.render.rasterize(torch.zeros(3), torch.zeros(1, 4), torch.ones(1, 3), torch.ones(1),
+                                    torch.ones(1, 3), torch.eye(4)[None], torch.eye(3)[None], 8, 8)
