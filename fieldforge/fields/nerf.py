@@ -3,6 +3,11 @@
 Positions are normalised to [-1, 1]^3 by the field's ``aabb`` before the frequency encoding;
 density = relu(sigma head) (softplus optional); colour = sigmoid of a one-layer head on the
 features and the encoded unit view direction. Points outside the aabb get zero density.
+
+``activation="sine"`` swaps the frequency-encoded ReLU trunk for a SIREN trunk
+(:class:`~fieldforge.encoders.siren.Siren`, sine activations with frequency ``omega_0``) on the
+raw [-1, 1]^3 coordinates; ``pos_freqs`` is then unused. This is the field-side SIREN that
+FreSh tunes through ``omega_0``.
 """
 
 from __future__ import annotations
@@ -11,19 +16,27 @@ import torch
 from torch import Tensor, nn
 
 from fieldforge.encoders.frequency import FrequencyEncoding
+from fieldforge.encoders.siren import Siren
 from fieldforge.fields.base import Field
 from fieldforge.fields.mlp import MLP
 
 
 class NeRFField(Field):
     def __init__(self, aabb: Tensor, width: int = 128, depth: int = 4, pos_freqs: int = 10, dir_freqs: int = 4,
-                 skips: tuple[int, ...] = (), density_activation: str = "softplus"):
+                 skips: tuple[int, ...] = (), density_activation: str = "softplus", activation: str = "relu",
+                 omega_0: float = 30.0):
         super().__init__(aabb)
         if density_activation not in ("relu", "softplus"):
             raise ValueError(f"density_activation must be relu or softplus, got {density_activation!r}")
-        self.pos_enc = FrequencyEncoding(3, pos_freqs)
+        if activation not in ("relu", "sine"):
+            raise ValueError(f"activation must be relu or sine, got {activation!r}")
         self.dir_enc = FrequencyEncoding(3, dir_freqs)
-        self.trunk = MLP(self.pos_enc.out_dim, width, depth - 1, width, skips)
+        if activation == "sine":
+            self.pos_enc = nn.Identity()
+            self.trunk = Siren(3, width, width, max(depth - 1, 1), omega_0=omega_0)
+        else:
+            self.pos_enc = FrequencyEncoding(3, pos_freqs)
+            self.trunk = MLP(self.pos_enc.out_dim, width, depth - 1, width, skips)
         self.sigma = nn.Linear(width, 1)
         self.color = MLP(width + self.dir_enc.out_dim, width // 2, 1, 3)
         self.density_activation = density_activation

@@ -170,6 +170,8 @@ class NeRFConfig(RadianceConfig):
     depth: int = 4
     pos_freqs: int = 10
     dir_freqs: int = 4
+    activation: str = "relu"  # "sine": SIREN trunk on raw coordinates (pos_freqs unused)
+    omega_0: float = 30.0  # SIREN frequency, used when activation == "sine"
     target_samples: int = 2**15
 
 
@@ -182,4 +184,5 @@ class NeRFMethod(RadianceMethod):
         from fieldforge.fields.nerf import NeRFField
 
         c = self.config
-        return NeRFField(aabb, c.width, c.depth, c.pos_freqs, c.dir_freqs)
+        return NeRFField(aabb, c.width, c.depth, c.pos_freqs, c.dir_freqs, activation=c.activation,
+                         omega_0=c.omega_0)
