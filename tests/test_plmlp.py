@@ -229,12 +229,23 @@ def test_bad_boxes_and_region_limit_give_clear_errors():
         integrate_rays(random_net(3, 1, 16, 2, seed=13), torch.zeros(2, 3), torch.ones(2, 3), -5.0, 5.0, max_pieces=3)
 
 
-def test_hat_basis_layers_reproduce_the_triangle_shifted_basis():
+def test_triangle_shifted_basis_is_integrable_through_its_piecewise_form():
     """The protocol an encoder follows to be integrable: the triangle shifted basis (fixed norm)."""
     from fieldforge.encoders.shifted import ShiftedBasisEncoding
-    from fieldforge.fields.plmlp import hat_basis_layers
 
     enc = ShiftedBasisEncoding(2, n_centres=6, basis="triangle", width=0.3)
     x = torch.rand(500, 2)
-    pl = hat_basis_layers(2, enc.centres, enc.width, scale=1 / enc.fixed_norm)
-    assert torch.allclose(pl(x), enc(x), atol=1e-6)
+    assert torch.allclose(enc.as_piecewise_linear()(x), enc(x), atol=1e-6)
+    torch.manual_seed(5)
+    net = nn.Sequential(enc, nn.Linear(enc.out_dim, 8), nn.ReLU(), nn.Linear(8, 1)).double()
+    n = 800  # midpoint grid reference
+    c = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    grid = torch.stack(torch.meshgrid(c, c, indexing="ij"), -1).reshape(-1, 2)
+    with torch.no_grad():
+        ref = net(grid).mean(0)
+    got = integrate(net, [0, 0], [1, 1])
+    assert torch.allclose(got, ref, rtol=1e-5, atol=1e-6), (got, ref)
+    for bad in (ShiftedBasisEncoding(2, 6, basis="gaussian"),
+                ShiftedBasisEncoding(2, 6, basis="triangle", normalize="batch_max_row")):
+        with pytest.raises(ValueError, match="not piecewise linear"):
+            bad.as_piecewise_linear()

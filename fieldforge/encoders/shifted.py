@@ -65,6 +65,20 @@ class ShiftedBasisEncoding(Encoding):
             return psi / psi.reshape(-1, self.out_dim).norm(dim=-1).max().clamp_min(1e-12)
         return psi
 
+    def as_piecewise_linear(self) -> torch.nn.Sequential:
+        """The triangle basis as fixed Linear/ReLU layers (exact integration, :mod:`fieldforge.fields.plmlp`).
+
+        Only for ``basis="triangle"`` with a constant normalisation ("fixed" or "none"); the
+        Gaussian basis and the batch-dependent normalisation are not piecewise linear.
+        """
+        if self.basis != "triangle" or self.normalize == "batch_max_row":
+            raise ValueError(f"ShiftedBasisEncoding: basis={self.basis!r}, normalize={self.normalize!r} is not "
+                             "piecewise linear (needs basis='triangle' and normalize 'fixed' or 'none')")
+        from fieldforge.fields.plmlp import hat_basis_layers
+
+        scale = 1.0 / self.fixed_norm if self.normalize == "fixed" else 1.0
+        return hat_basis_layers(self.in_dim, self.centres, self.width, scale)
+
 
 def stable_rank(psi: Tensor) -> float:
     """Stable rank sum_i s_i^2 / s_1^2 of an embedded sample matrix ``psi`` [N, D]."""

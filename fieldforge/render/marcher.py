@@ -3,6 +3,13 @@
 ``render_rays`` is the differentiable training path (packed samples, nerfacc-style
 callbacks); ``render_camera`` renders a whole image in ray chunks under ``no_grad`` with
 bounded memory and early ray termination.
+
+Two compositors, picked by ``compositor``: "quadrature" (the default, NeRF's piecewise-constant
+rule: one field query at each sample's midpoint) and "exact" (queries the field at both ends of
+every sample and composites with density and colour affine on the sample,
+:func:`~fieldforge.render.exact.exact_composite`; exact when the field is affine on each sample,
+e.g. a CPWL field whose breakpoints are the sample ends, and second-order accurate otherwise).
+The exact compositor returns rgb, opacity and depth only (no extra channels).
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import torch
 from torch import Tensor
 
 from fieldforge.fields.base import Field
+from fieldforge.render.exact import exact_composite
 from fieldforge.render.occupancy import OccupancyGrid
 from fieldforge.render.rays import Rays, camera_rays
 from fieldforge.render.volume import composite
@@ -21,10 +29,12 @@ def render_rays(
     field: Field, estimator: OccupancyGrid, rays: Rays, background: Tensor | None,
     render_step_size: float, near: float = 0.0, far: float = 1e10, stratified: bool = False,
     early_stop_eps: float = 1e-4, alpha_thre: float = 0.0, prune: bool = True,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, compositor: str = "quadrature",
 ) -> dict[str, Tensor]:
     """Render ``rays``; returns per-ray "rgb", "opacity", "depth", extra channels and
     "num_samples" (a 0-dim tensor)."""
+    if compositor not in ("quadrature", "exact"):
+        raise ValueError(f"compositor must be 'quadrature' or 'exact', got {compositor!r}")
     o, d, t = rays.origins, rays.directions, rays.times
 
     def points(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor) -> Tensor:
@@ -38,6 +48,10 @@ def render_rays(
         rays, sigma_fn=sigma_fn if prune else None, near=near, far=far, render_step_size=render_step_size,
         early_stop_eps=early_stop_eps, alpha_thre=alpha_thre, stratified=stratified, generator=generator)
     n_rays = len(rays)
+    if compositor == "exact":
+        res = _exact(field, rays, ray_indices, t_starts, t_ends, background)
+        res["num_samples"] = torch.tensor(len(ray_indices))
+        return res
     x = points(t_starts, t_ends, ray_indices)
     out = field(x, d[ray_indices], None if t is None else t[ray_indices])
     extras = {k: v for k, v in out.items() if k not in ("density", "rgb")}
@@ -47,11 +61,24 @@ def render_rays(
     return res
 
 
+def _exact(field: Field, rays: Rays, ray_indices: Tensor, t_starts: Tensor, t_ends: Tensor,
+           background: Tensor | None) -> dict[str, Tensor]:
+    """Query the field at both ends of every sample (one batched call) and composite exactly."""
+    o, d = rays.origins[ray_indices], rays.directions[ray_indices]
+    x = torch.cat([o + d * t_starts[:, None], o + d * t_ends[:, None]])
+    t = None if rays.times is None else rays.times[ray_indices].repeat(2, 1)
+    out = field(x, d.repeat(2, 1), t)
+    s0, s1 = out["density"].reshape(-1).chunk(2)
+    c0, c1 = out["rgb"].chunk(2)
+    res = exact_composite(t_starts, t_ends, ray_indices, len(rays), s0, s1, c0, c1, background)
+    return {k: res[k] for k in ("rgb", "opacity", "depth", "weights")}
+
+
 @torch.no_grad()
 def render_camera(
     field: Field, estimator: OccupancyGrid, cameras: Cameras, background: Tensor,
     render_step_size: float, near: float = 0.0, far: float = 1e10, chunk: int = 8192,
-    early_stop_eps: float = 1e-4, alpha_thre: float = 0.0,
+    early_stop_eps: float = 1e-4, alpha_thre: float = 0.0, compositor: str = "quadrature",
 ) -> dict[str, Tensor]:
     """Render camera 0 of ``cameras`` at its size: "rgb" [H, W, 3], "depth"/"opacity" [H, W, 1], extras."""
     H, W = int(cameras.height[0]), int(cameras.width[0])
@@ -59,7 +86,7 @@ def render_camera(
     parts: dict[str, list[Tensor]] = {}
     for s in range(0, len(rays), chunk):
         res = render_rays(field, estimator, rays[s:s + chunk], background, render_step_size, near, far,
-                          early_stop_eps=early_stop_eps, alpha_thre=alpha_thre)
+                          early_stop_eps=early_stop_eps, alpha_thre=alpha_thre, compositor=compositor)
         for k, v in res.items():
             if k not in ("weights", "num_samples"):
                 parts.setdefault(k, []).append(v)
