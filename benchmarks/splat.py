@@ -1,12 +1,16 @@
 """Thin script for ``fieldforge bench splat`` (rasterizer speed/memory; optional timed training).
 
-    PYTHONPATH=. python benchmarks/splat.py [--sizes 10000,100000,300000] [-o bench_splat.json]
-    PYTHONPATH=. python benchmarks/splat.py --sizes "" --train ../shared/data/nerf-synthetic-lego-200 --minutes 10
+    python benchmarks/splat.py [--sizes 10000,100000,300000]   # -> benchmarks/results/splat.json
+    python benchmarks/splat.py --sizes "" --train ../shared/data/nerf-synthetic-lego-200 --minutes 10
+
+Later arguments override the default output path.
 """
 
 import sys
+from pathlib import Path
 
 from fieldforge.apps.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["bench", "splat", *sys.argv[1:]]))
+    out = Path(__file__).resolve().parent / "results" / "splat.json"
+    sys.exit(main(["bench", "splat", "-o", str(out), *sys.argv[1:]]))
