@@ -2,7 +2,7 @@
 
 Protocol: random ReLU MLPs (PyTorch default init, seed 0, float64) with 1, 2 or 3 inputs, one
 output, hidden ``width`` x ``depth``; ``fieldforge.fields.plmlp.regions`` over the unit box
-[0, 1]^d (1-D: ``integrate_rays`` on one segment); the region count, wall time of the region
+[0, 1]^d; the region count, wall time of the region
 listing and the integral's relative error against a midpoint grid (1-D 1e6 points, 2-D 1000^2,
 3-D 100^3). One torch thread. Prints a table and writes benchmarks/results/pl_regions.json.
 Run from the repository root: ``python benchmarks/pl_regions.py``.
@@ -50,7 +50,7 @@ def main() -> None:
         t0 = time.perf_counter()
         r = regions(m, [0.0] * d, [1.0] * d, max_regions=1_000_000)
         seconds = time.perf_counter() - t0
-        exact = float(integrate(m, [0.0] * d, [1.0] * d, max_regions=1_000_000)[0])
+        exact = float(integrate(m, [0.0] * d, [1.0] * d, max_regions=1_000_000)[0].detach())
         ref = midpoint(m, d)
         rows.append({"dim": d, "width": width, "depth": depth, "regions": int(r.volume.numel()),
                      "seconds": round(seconds, 3), "rel_diff_midpoint": abs(exact - ref) / max(abs(ref), 1e-12)})
