@@ -77,5 +77,5 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
     bad.write_bytes(b"not an image")
     assert main(["bench", "signals", "--signals", str(bad), "--out", str(tmp_path / "a.json")]) == 2
     assert "bad.png" in capsys.readouterr().err
-    assert main(["bench", "signals", "--encodings", "cam,fourier", "--out", str(tmp_path / "a.json")]) == 2
+    assert main(["bench", "signals", "--encodings", "nope,fourier", "--out", str(tmp_path / "a.json")]) == 2
     assert "unknown encoding" in capsys.readouterr().err

@@ -12,6 +12,9 @@ Protocol (defaults; all in ``protocol`` of the JSON):
 - Every coordinate network gets the same ReLU MLP (``--hidden`` x ``--layers``) after its
   encoding, Adam, ``--steps`` full-batch steps, seed ``--seed``; SIREN and the RBF grid are
   whole models. Coordinates are in [0, 1]^d and mapped to each encoding's ``input_range``.
+- CAM (images only): the ``fourier`` model with its hidden pre-activations normalised per pixel
+  (no affine) and modulated by a 32 x 32 scalar gamma/beta grid per layer over the pixel
+  coordinate in [-1, 1]^2; the grids train at ``CAM_GRID_LR_MULTIPLIER`` x the encoding's lr.
 - FreSh (per image signal): candidates ``--sigmas`` for the Fourier-feature sigma; spectra of
   10 untrained seeds on the training lattice (spectrum size S/4); the sweep trains every
   candidate with the same protocol. ``equal_time`` trains the Fourier MLP for the RBF grid's
@@ -40,12 +43,14 @@ from fieldforge.encoders import (SAPE, FourierFeatures, FrequencyEncoding, HashG
                                  rbf_field)
 from fieldforge.encoders import fresh
 from fieldforge.errors import DataError, FieldforgeError
+from fieldforge.fields.cam import CAMMLP
 
 MESHES = Path(__file__).resolve().parents[3] / "shared" / "data" / "meshes"
 BUILTIN_MESHES = {"spot": "common-3d-test-models/data/spot.zip-extracted/spot/spot_triangulated.obj",
                   "bunny": "libigl-tutorial-data/bunny.off"}
 DEFAULT_SIGNALS = ["camera", "astronaut", "wideband", "mesh:spot"]
 FOURIER_FEATURES, FOURIER_SIGMA, FOURIER_LOW_SIGMA = 128, 8.0, 1.0
+CAM_RESOLUTION, CAM_GRID_LR_MULTIPLIER = (32, 32), 10.0
 
 
 @dataclass
@@ -215,6 +220,24 @@ def fourier(c: Ctx, sigma: float = FOURIER_SIGMA) -> Fitted:
     return with_mlp(FourierFeatures(c.in_dim, FOURIER_FEATURES, sigma, include_input=True, seed=c.seed), c)
 
 
+class CAMBody(nn.Module):
+    """Encoding + :class:`CAMMLP` modulated by the encoding's own input coordinate."""
+
+    def __init__(self, enc: nn.Module, net: CAMMLP):
+        super().__init__()
+        self.enc, self.net = enc, net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(self.enc(x), x)
+
+
+def cam(c: Ctx) -> Fitted:
+    enc = FourierFeatures(c.in_dim, FOURIER_FEATURES, FOURIER_SIGMA, include_input=True, seed=c.seed)
+    net = CAMMLP(enc.out_dim, c.hidden, c.layers, c.out_dim, cam_resolution=CAM_RESOLUTION, norm="per_sample",
+                 cam_lr_multiplier=CAM_GRID_LR_MULTIPLIER)
+    return Fitted(CAMBody(enc, net), enc.input_range)
+
+
 def frequency(c: Ctx) -> Fitted:
     # highest frequency 2^(L-1) pi on [-1, 1] = 2^(L-2) cycles per unit of [0, 1] ~ the Nyquist side/2
     return with_mlp(FrequencyEncoding(c.in_dim, max(int(math.log2(c.side)) + 1, 1)), c)
@@ -250,6 +273,7 @@ class EncodingSpec:
     build: Callable[[Ctx], Fitted]
     lr: float
     note: str
+    kinds: tuple[str, ...] = ("image", "occupancy")  # signal kinds it applies to
 
 
 ENCODINGS: dict[str, EncodingSpec] = {
@@ -263,6 +287,9 @@ ENCODINGS: dict[str, EncodingSpec] = {
     "hashgrid": EncodingSpec(hashgrid, 1e-2, "8 levels x 2, N_min 4, N_max side, T 2^14 (2-D) / 2^16, + 2x64 MLP"),
     "rbf": EncodingSpec(rbf, 1e-2, "GNF: 4 levels x 4, N 8..side, 32 RBF units + linear"),
     "siren": EncodingSpec(siren, 1e-4, "SIREN omega_0 30, hidden x layers"),
+    "cam": EncodingSpec(cam, 1e-3, f"fourier + CAM: per-pixel norm, {CAM_RESOLUTION[0]}x{CAM_RESOLUTION[1]} "
+                        f"scalar gamma/beta grid per hidden layer over (x, y), grid lr {CAM_GRID_LR_MULTIPLIER:g}x; "
+                        "images only", kinds=("image",)),
 }
 
 
@@ -273,9 +300,17 @@ def loss_per_point(out: Tensor, y: Tensor, kind: str) -> Tensor:
     return F.binary_cross_entropy_with_logits(out, y, reduction="none").mean(-1)
 
 
+def param_groups(model: nn.Module, lr: float) -> list[dict]:
+    """Adam groups: everything at ``lr``, except CAM grids at ``lr`` x their ``cam_lr_multiplier``."""
+    cams = [m for m in model.modules() if isinstance(m, CAMMLP)]
+    grid = {id(p) for m in cams for p in m.cam_parameters()}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in grid], "lr": lr}]
+    return groups + [{"params": list(m.cam_parameters()), "lr": lr * m.cam_lr_multiplier} for m in cams]
+
+
 def train(model: Fitted, sig: Signal, steps: int, lr: float, seconds: float | None = None) -> tuple[float, int]:
     """Full-batch Adam; stops after ``steps`` or, if given, once ``seconds`` of wall time are spent."""
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(param_groups(model, lr), lr=lr)
     controller = next((m for m in model.modules() if isinstance(m, SAPE)), None)
     every = controller.block_iterations(steps) if controller is not None else 0
     t0 = time.perf_counter()
@@ -411,6 +446,9 @@ def _run(args: argparse.Namespace, encodings: list[str], sigmas: list[float]) ->
         side = sig.train_shape[0] if sig.kind == "image" else 32
         ctx = Ctx(sig.in_dim, sig.channels, side, args.hidden, args.layers, args.seed)
         for name in encodings:
+            if sig.kind not in ENCODINGS[name].kinds:
+                print(f"{sig.name:>14} {name:>17}  skipped ({sig.kind} signal)", flush=True)
+                continue
             row = fit(name, sig, ctx, args.steps)
             rows.append(row)
             score = f"PSNR {row['psnr']:6.2f} dB" if sig.kind == "image" else f"IoU {row['iou']:.4f}"
