@@ -11,6 +11,7 @@ import torch
 
 from fieldforge.apps.config import TrainConfig, apply_overrides, from_dict, read_config, save_config
 from fieldforge.apps.methods import get_method
+from fieldforge.apps.methods.teacher import Teacher
 from fieldforge.apps.run import RunDir, load_scene, resolve_device
 from fieldforge.apps.trainer import train
 from fieldforge.errors import FieldforgeError
@@ -29,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--downscale", type=int, default=1, help="downscale images by N on load")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a method option (repeatable); see config.json of a run")
+    p.add_argument("--teacher", default=None, metavar="RUN",
+                   help="distil from this trained field run first (field methods; see `fieldforge distill`)")
     p.add_argument("--checkpoint-seconds", type=float, default=60.0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -47,6 +50,16 @@ def run(args: argparse.Namespace) -> int:
             raise FieldforgeError(f"{out}: run already exists; use --resume to continue it or choose another --out")
         cls = get_method(args.method)
         method_cfg = apply_overrides(cls.Config(), args.overrides)
+        if getattr(args, "teacher", None):
+            if not hasattr(method_cfg, "teacher"):
+                raise FieldforgeError(f"--teacher: method {args.method!r} does not train by distillation")
+            method_cfg = dataclasses.replace(method_cfg, teacher=args.teacher)
+        if getattr(method_cfg, "teacher", ""):
+            Teacher.check(method_cfg.teacher)
+            method_cfg = dataclasses.replace(method_cfg, teacher=str(Path(method_cfg.teacher).resolve()))
+            if hasattr(method_cfg, "bounds") and not method_cfg.bounds:
+                bounds = tuple(round(v, 4) for v in Teacher.occupied_bounds(method_cfg.teacher))
+                method_cfg = dataclasses.replace(method_cfg, bounds=bounds)
         if args.steps is not None and hasattr(method_cfg, "steps"):
             method_cfg = dataclasses.replace(method_cfg, steps=args.steps)  # schedules span the run
         cfg = TrainConfig(data=args.data, format=args.format, method=args.method, steps=args.steps,

@@ -4,6 +4,11 @@ One step: update the occupancy grid (every ``grid_every`` steps), draw a batch o
 training pixels (one torch.Generator, saved in the state), march, composite against the
 training background, MSE loss, Adam step. The batch size adapts so that the number of
 samples per step stays near ``target_samples`` (nerfacc's dynamic batch).
+
+Distillation (``teacher`` = a trained field run): the first ``distill_steps`` steps regress
+the teacher's colour and alpha (see :mod:`fieldforge.apps.methods.teacher`) instead of the
+images, after initialising the occupancy grid from the teacher's density; the remaining steps
+fine-tune on the images as above.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import torch
 from torch import Tensor
 
 from fieldforge.apps.methods.base import Method, MethodConfig, register
+from fieldforge.apps.methods.teacher import Teacher
 from fieldforge.fields.base import Field
 from fieldforge.render.marcher import render_camera, render_rays
 from fieldforge.render.occupancy import OccupancyGrid
@@ -41,6 +47,9 @@ class RadianceConfig(MethodConfig):
     early_stop_eps: float = 1e-4
     alpha_thre: float = 0.0
     render_chunk: int = 8192
+    teacher: str = ""  # run directory of a trained field to distil from ("" = train from the images)
+    distill_steps: int = 1000  # steps of distillation before image fine-tuning (when a teacher is set)
+    distill_batch: int = 2**14  # points per distillation step
 
 
 class RadianceMethod(Method):
@@ -51,11 +60,16 @@ class RadianceMethod(Method):
     def make_field(self, aabb: Tensor) -> Field:
         raise NotImplementedError
 
+    def field_bounds(self, scene_bounds: Tensor) -> Tensor:
+        """[2, 3] box of the field and occupancy grid (default: the scene's bounds)."""
+        return scene_bounds
+
     def __init__(self, config: RadianceConfig, scene: Scene, device: torch.device):
         super().__init__(config, scene, device)
         aabb = scene.bounds.float()
-        self.field = self.make_field(aabb).to(device)
-        self.estimator = OccupancyGrid(aabb.reshape(-1), config.grid_resolution).to(device)
+        box = self.field_bounds(aabb)
+        self.field = self.make_field(box).to(device)
+        self.estimator = OccupancyGrid(box.reshape(-1), config.grid_resolution).to(device)
         self.step_size = float((aabb[1] - aabb[0]).norm()) / config.steps_per_diagonal
         self.near, self.far = float(scene.near), float(scene.far)
         self.scene_bg = background_rgb(scene.background).to(device)
@@ -70,10 +84,12 @@ class RadianceMethod(Method):
         self.optimizer = self.make_optimizer()
         gamma = config.lr_final_factor ** (1.0 / max(config.steps, 1))
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma)
+        self._teacher: tuple[Teacher, ...] = ()  # loaded on the first distillation step, never saved
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         c = self.config
-        return torch.optim.Adam(self.field.parameters(), lr=c.lr, eps=c.eps, weight_decay=c.weight_decay)
+        # fused Adam: one kernel over all tensors, ~5x faster than the default on CPU for millions of parameters
+        return torch.optim.Adam(self.field.parameters(), lr=c.lr, eps=c.eps, weight_decay=c.weight_decay, fused=True)
 
     # ------------------------------------------------------------------ training
     def _batch(self, n: int) -> tuple:
@@ -92,8 +108,27 @@ class RadianceMethod(Method):
             return torch.rand(n, 3, generator=self.generator, device=self.device)
         return (self.scene_bg if mode == "scene" else background_rgb(mode).to(self.device)).expand(n, 3)
 
+    def regularizer(self) -> Tensor | None:
+        """Extra loss term added to the image loss (None: no term)."""
+        return None
+
+    def _distill_step(self, step: int) -> dict[str, float]:
+        if not self._teacher:
+            self._teacher = (Teacher.load(self.config.teacher, self.device),)
+        teacher = self._teacher[0]
+        if step == 0:
+            teacher.init_occupancy(self.estimator, self.step_size, self.config.occ_thre)
+        loss = teacher.loss(self.field, self.estimator, self.config.distill_batch, self.step_size, self.generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return {"loss": float(loss.detach()), "distill": 1.0}
+
     def train_step(self, step: int) -> dict[str, float]:
         c = self.config
+        if c.teacher and step < c.distill_steps:
+            return self._distill_step(step)
         self.estimator.update_every_n_steps(
             step, lambda x: self.field.density(x) * self.step_size, occ_thre=c.occ_thre,
             warmup_steps=c.grid_warmup, n=c.grid_every)
@@ -106,15 +141,17 @@ class RadianceMethod(Method):
         out = render_rays(self.field, self.estimator, rays, bg, self.step_size, self.near, self.far,
                           stratified=True, early_stop_eps=c.early_stop_eps, alpha_thre=c.alpha_thre,
                           generator=self.generator)
-        loss = torch.mean((out["rgb"] - gt) ** 2)
+        mse_t = torch.mean((out["rgb"] - gt) ** 2)
+        reg = self.regularizer()
+        loss = mse_t if reg is None else mse_t + reg
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
         n_samples = int(out["num_samples"])
         self.batch_rays = int(min(c.max_batch_rays, max(256, self.batch_rays * c.target_samples / max(n_samples, 1))))
-        mse = float(loss.detach())
-        return {"loss": mse, "psnr": -10 * math.log10(max(mse, 1e-12)), "rays": float(len(rays)),
+        mse = float(mse_t.detach())
+        return {"loss": float(loss.detach()), "psnr": -10 * math.log10(max(mse, 1e-12)), "rays": float(len(rays)),
                 "samples": float(n_samples)}
 
     # ------------------------------------------------------------------ rendering
@@ -186,3 +223,52 @@ class NeRFMethod(RadianceMethod):
         c = self.config
         return NeRFField(aabb, c.width, c.depth, c.pos_freqs, c.dir_freqs, activation=c.activation,
                          omega_0=c.omega_0)
+
+
+@dataclasses.dataclass
+class RBFConfig(RadianceConfig):
+    n_units: int = 32
+    n_levels: int = 8
+    n_features: int = 4
+    log2_hashmap_size: int = 17
+    base_resolution: int = 16
+    max_resolution: int = 256
+    sh_degree: int = 2
+
+
+@register
+class RBFMethod(RadianceMethod):
+    """Gaussian RBF field (GNF-SH): hash-grid features decoded by one layer of Gaussian units."""
+
+    name = "rbf"
+    Config = RBFConfig
+
+    def make_field(self, aabb: Tensor) -> Field:
+        from fieldforge.fields.rbf import RBFField
+
+        c = self.config
+        return RBFField(aabb, c.n_units, c.n_levels, c.n_features, c.log2_hashmap_size, c.base_resolution,
+                        c.max_resolution, c.sh_degree)
+
+
+@dataclasses.dataclass
+class CAMConfig(NeRFConfig):
+    cam_resolution: tuple[int, ...] = (10, 3)  # azimuth x elevation knots of the view-direction grid
+    cam_mode: str = "scalar"
+    cam_norm: str = "none"
+
+
+@register
+class CAMMethod(NeRFMethod):
+    """``nerf`` with coordinate-aware modulation of its view-dependent layer (fields/cam.py)."""
+
+    name = "cam"
+    Config = CAMConfig
+
+    def make_field(self, aabb: Tensor) -> Field:
+        from fieldforge.fields.nerf import NeRFField
+
+        c = self.config
+        return NeRFField(aabb, c.width, c.depth, c.pos_freqs, c.dir_freqs, activation=c.activation,
+                         omega_0=c.omega_0, cam=True, cam_resolution=c.cam_resolution, cam_mode=c.cam_mode,
+                         cam_norm=c.cam_norm)

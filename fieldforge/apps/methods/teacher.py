@@ -1,0 +1,118 @@
+"""A trained field as a distillation teacher (KiloNeRF's recipe, for any student field).
+
+Targets (spec kilonerf.md §6): at points x and uniformly random unit directions d,
+``rgb_t = teacher rgb`` and ``alpha_t = 1 - exp(-sigma_t * delta)``, with delta the student's
+render step size (the interval the student's alphas are composited with). Loss: MSE over the
+four channels [rgb, alpha] of the student against the teacher. Half of each batch is uniform
+in the scene box and half uniform inside occupied cells of the occupancy grid, which is first
+filled from the teacher's density (every cell, one jittered point each).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from fieldforge.errors import FieldforgeError
+from fieldforge.fields.base import Field
+from fieldforge.render.occupancy import OccupancyGrid
+
+
+class Teacher:
+    """A frozen field loaded from a run directory."""
+
+    def __init__(self, field: Field, run: str):
+        self.field = field.eval().requires_grad_(False)
+        self.run = run
+
+    @staticmethod
+    def check(run: str | Path) -> None:
+        """Cheap validation before a run starts: the run, its config and checkpoint exist and
+        its method is a field method. Raises a one-line :class:`FieldforgeError`."""
+        from fieldforge.apps.config import TrainConfig, from_dict, read_config
+        from fieldforge.apps.methods.base import get_method
+        from fieldforge.apps.methods.radiance import RadianceMethod
+        from fieldforge.apps.run import RunDir
+
+        rd = RunDir(Path(run))
+        try:
+            if not rd.root.is_dir():
+                raise FieldforgeError(f"{rd.root}: run directory not found")
+            cfg = from_dict(TrainConfig, read_config(rd.config)["train"], rd.config)
+            cls = get_method(cfg.method)
+            if not rd.checkpoint.is_file():
+                raise FieldforgeError(f"{rd.checkpoint}: checkpoint not found")
+        except FieldforgeError as e:
+            raise FieldforgeError(f"teacher {run}: {e}") from None
+        if not issubclass(cls, RadianceMethod):
+            raise FieldforgeError(f"teacher {run}: a {cls.name!r} run has no field to distil from; "
+                                  "use a field method's run (nerf, ngp, kilonerf, rbf, cam)")
+
+    @staticmethod
+    def occupied_bounds(run: str | Path) -> list[float]:
+        """Box [xmin, ymin, zmin, xmax, ymax, zmax] of the teacher's occupied level-0 grid cells,
+        grown by one cell, clipped to its grid (the whole grid if nothing is occupied)."""
+        from fieldforge.apps.checkpoint import load_safe
+        from fieldforge.apps.run import RunDir
+
+        est = load_safe(RunDir(Path(run)).checkpoint)["method"]["estimator"]
+        occ, box = est["binaries"][0], est["aabbs"][0].float()
+        r = occ.shape[0]
+        ijk = torch.nonzero(occ)
+        if len(ijk) == 0:
+            return box.tolist()
+        lo = (ijk.amin(0) - 1).clamp_min(0).float() / r
+        hi = (ijk.amax(0) + 2).clamp_max(r).float() / r
+        size = box[3:] - box[:3]
+        return torch.cat([box[:3] + lo * size, box[:3] + hi * size]).tolist()
+
+    @classmethod
+    def load(cls, run: str | Path, device: torch.device) -> "Teacher":
+        """Load the field of a trained run; one-line errors for a missing run or checkpoint, an
+        unknown method, or a run that is not a field (e.g. Gaussian splats)."""
+        from fieldforge.apps.run import load_run
+
+        try:
+            method, _, _ = load_run(run, device)
+        except FieldforgeError as e:
+            raise FieldforgeError(f"teacher {run}: {e}") from None
+        field = getattr(method, "field", None)
+        if not isinstance(field, Field):
+            raise FieldforgeError(f"teacher {run}: a {method.name!r} run has no field to distil from; "
+                                  "use a field method's run (nerf, ngp, kilonerf, rbf, cam)")
+        return cls(field, str(run))
+
+    @torch.no_grad()
+    def init_occupancy(self, grid: OccupancyGrid, step_size: float, occ_thre: float) -> None:
+        """Fill ``grid`` from the teacher's density (all cells), as a fresh grid's warm-up does."""
+        grid.update(0, lambda x: self.field.density(x) * step_size, occ_thre=occ_thre, warmup_steps=1)
+
+    def points(self, grid: OccupancyGrid, aabb: Tensor, n: int, generator: torch.Generator) -> Tensor:
+        """[n, 3] world points: n/2 uniform in ``aabb``, the rest uniform in occupied grid cells."""
+        dev = aabb.device
+        n_occ = n // 2
+        uniform = aabb[0] + torch.rand(n - n_occ, 3, generator=generator, device=dev) * (aabb[1] - aabb[0])
+        occupied = torch.nonzero(grid.binaries[0].reshape(-1))[:, 0]
+        if len(occupied) == 0:
+            return torch.cat([uniform, aabb[0] + torch.rand(n_occ, 3, generator=generator, device=dev)
+                              * (aabb[1] - aabb[0])])
+        cells = occupied[torch.randint(len(occupied), (n_occ,), generator=generator, device=dev)]
+        r = grid.resolution
+        ijk = torch.stack([cells // (r * r), (cells // r) % r, cells % r], -1).float()
+        u = (ijk + torch.rand(n_occ, 3, generator=generator, device=dev)) / r
+        box = grid.aabbs[0]
+        return torch.cat([uniform, box[:3] + u * (box[3:] - box[:3])])
+
+    def loss(self, student: Field, grid: OccupancyGrid, n: int, step_size: float,
+             generator: torch.Generator) -> Tensor:
+        """MSE of the student's [rgb, alpha] against the teacher's at ``n`` points."""
+        x = self.points(grid, student.aabb, n, generator)
+        d = torch.nn.functional.normalize(torch.randn(n, 3, generator=generator, device=x.device), dim=-1)
+        with torch.no_grad():
+            t = self.field(x, d)
+            target = torch.cat([t["rgb"], 1 - torch.exp(-t["density"] * step_size)], -1)
+        s = student(x, d)
+        pred = torch.cat([s["rgb"], 1 - torch.exp(-s["density"] * step_size)], -1)
+        return torch.mean((pred - target) ** 2)
