@@ -1,6 +1,6 @@
-"""Thin script for ``fieldforge bench radiance`` (field methods: PSNR at 2, 5, 10 minutes of training).
+"""Thin script for ``fieldforge bench radiance`` (field methods: PSNR, render time and size at 2, 5, 10 minutes of training; kilonerf distilled from nerf).
 
-    python benchmarks/radiance.py [--methods ngp,nerf] [--minutes 2,5,10] [--test-images 25]
+    python benchmarks/radiance.py [--methods nerf,ngp,kilonerf,rbf,cam] [--minutes 2,5,10] [--test-images 25]
 """
 
 import sys

@@ -85,3 +85,24 @@ def test_sampling_pruning_drops_samples_behind_opaque_surface():
     assert len(ts_all) == 200
     # everything after the first few samples in the slab is invisible
     assert float(ts.max()) < 2.5 + 0.05 and len(ts) < 110
+
+
+@pytest.mark.parametrize("dt,stratified", [(0.01, False), (0.013, True), (0.2, False)])
+def test_coarse_empty_space_skip_keeps_exactly_the_fine_samples(dt, stratified):
+    # sparse occupancy in a non-cubic box: most lattice runs are skipped by the dilated test
+    aabb = [-0.7, -1.2, -0.4, 0.7, 1.2, 1.0]
+    grid = OccupancyGrid(aabb, resolution=32)
+    g = torch.Generator().manual_seed(0)
+    grid.binaries = torch.rand(1, 32, 32, 32, generator=g) > 0.995
+    o = torch.randn(3000, 3, generator=g)
+    o = o / o.norm(dim=-1, keepdim=True) * 3.0
+    d = torch.nn.functional.normalize(-o + 0.6 * torch.randn(3000, 3, generator=g), dim=-1)
+    rays = Rays(o, d)
+    fast = grid.sample(rays, near=0.5, far=5.0, render_step_size=dt, stratified=stratified,
+                       generator=torch.Generator().manual_seed(1))
+    grid.coarse_skip = False
+    slow = grid.sample(rays, near=0.5, far=5.0, render_step_size=dt, stratified=stratified,
+                       generator=torch.Generator().manual_seed(1))
+    assert len(slow[0]) > 50
+    for a, b in zip(fast, slow):
+        assert torch.equal(a, b)

@@ -4,10 +4,20 @@ evaluate them at fixed training times.
 For each method the run trains to the first budget, is evaluated on an evenly spaced subset of
 the test split, resumes (exactly, from its checkpoint) to the next budget, and so on. Training
 time is the trainer's ``train_seconds``: time inside training steps, occupancy-grid updates
-included, checkpoint writing and evaluation excluded. Prints one table and writes JSON::
+included, checkpoint writing and evaluation excluded.
 
-    {"protocol": {...}, "rows": [{"method", "minutes", "steps", "train_seconds", "psnr", "ssim",
-                                  "num_images", "rays_per_second", "render_seconds_per_image"}]}
+Methods listed in ``--distill`` (default kilonerf) are distilled from ``--teacher``: the name
+of a method trained earlier in the same benchmark (its final run), or a run directory. Their
+training time counts distillation and fine-tuning, not the teacher's training.
+
+Prints one table and writes JSON::
+
+    {"protocol": {...}, "rows": [{"method", "teacher", "minutes", "steps", "train_seconds", "psnr", "ssim",
+                                  "num_images", "rays_per_second", "render_seconds_per_image",
+                                  "params", "model_mb", "checkpoint_mb"}]}
+
+``params`` counts the method's trainable parameters, ``model_mb`` their float32 size and
+``checkpoint_mb`` the file ``checkpoints/last.pt`` (model, optimiser state, occupancy grid).
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ import torch
 
 from fieldforge.apps import train as train_verb
 from fieldforge.apps.evaluate import evaluate
-from fieldforge.apps.run import RunDir
+from fieldforge.apps.run import RunDir, load_run
 from fieldforge.errors import FieldforgeError
 
 DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "nerf-synthetic-lego-200"
@@ -31,7 +41,9 @@ DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "nerf-s
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=str(DEFAULT_DATA), help="dataset folder (default: ../shared lego 200 px)")
-    p.add_argument("--methods", default="ngp,nerf", help="comma-separated method names")
+    p.add_argument("--methods", default="nerf,ngp,kilonerf,rbf,cam", help="comma-separated method names")
+    p.add_argument("--distill", default="kilonerf", help="methods trained by distillation from --teacher")
+    p.add_argument("--teacher", default="nerf", help="teacher: a method benchmarked earlier, or a run directory")
     p.add_argument("--minutes", default="2,5,10", help="comma-separated training times to evaluate at")
     p.add_argument("--test-images", type=int, default=25, help="evenly spaced test views per evaluation")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -53,8 +65,15 @@ def machine() -> dict:
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
 
 
+def _size(run_dir: Path, device: str) -> dict:
+    method, _, _ = load_run(run_dir, device)
+    params = method.num_params()
+    return {"params": params, "model_mb": round(params * 4 / 2**20, 2),
+            "checkpoint_mb": round(RunDir(run_dir).checkpoint.stat().st_size / 2**20, 2)}
+
+
 def bench_method(name: str, data: str, minutes: list[float], test_images: int, runs: Path, device: str,
-                 overrides: list[str]) -> tuple[list[dict], dict]:
+                 overrides: list[str], teacher: str | None = None) -> tuple[list[dict], dict]:
     run_dir = runs / name
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -64,15 +83,33 @@ def bench_method(name: str, data: str, minutes: list[float], test_images: int, r
     for i, m in enumerate(minutes):
         argv = [data, "--method", name, "--out", str(run_dir), "--minutes", str(m), "--device", device, "--quiet"]
         argv += ["--resume"] if i else sum((["--set", o] for o in overrides), [])
+        if teacher and not i:
+            argv += ["--teacher", teacher]
         train_verb.run(parser.parse_args(argv))
         r = evaluate(run_dir, "test", test_images, device, write_images=False)
-        rows.append({"method": name, "minutes": m, "steps": r["steps"], "train_seconds": round(r["train_seconds"], 1),
+        rows.append({"method": name, "teacher": teacher, "minutes": m, "steps": r["steps"],
+                     "train_seconds": round(r["train_seconds"], 1),
                      "psnr": round(r["psnr"], 3), "ssim": round(r["ssim"], 4), "num_images": r["num_images"],
                      "rays_per_second": _rays_per_second(RunDir(run_dir)),
-                     "render_seconds_per_image": round(r["render_seconds_per_image"], 2)})
+                     "render_seconds_per_image": round(r["render_seconds_per_image"], 3), **_size(run_dir, device)})
         print(json.dumps(rows[-1]), flush=True)
         protocol = r["protocol"]
     return rows, protocol
+
+
+def _teacher_run(teacher: str, methods: list[str], distilled: set[str], runs: Path) -> str | None:
+    """The teacher's run directory: a method benchmarked before every distilled one, or a run path."""
+    students = [m for m in methods if m in distilled]
+    if not students:
+        return None
+    if teacher in methods:
+        if methods.index(teacher) > min(methods.index(s) for s in students) or teacher in distilled:
+            raise FieldforgeError(f"--teacher {teacher}: must be benchmarked before {', '.join(students)} "
+                                  "and not be distilled itself")
+        return str(runs / teacher)
+    if not Path(teacher).is_dir():
+        raise FieldforgeError(f"--teacher {teacher}: neither a method in --methods nor a run directory")
+    return teacher
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,19 +121,26 @@ def run(args: argparse.Namespace) -> int:
         raise FieldforgeError(f"--minutes {args.minutes!r}: expected comma-separated numbers") from None
     if not minutes or minutes[0] <= 0:
         raise FieldforgeError("--minutes: training times must be positive")
+    methods = [m for m in args.methods.split(",") if m]
+    distilled = {m for m in args.distill.split(",") if m}
+    teacher_run = _teacher_run(args.teacher, methods, distilled, Path(args.runs))
     rows, protocol = [], {}
-    for name in [m for m in args.methods.split(",") if m]:
+    for name in methods:
         r, protocol = bench_method(name, args.data, minutes, args.test_images, Path(args.runs), args.device,
-                                   args.overrides)
+                                   args.overrides, teacher_run if name in distilled else None)
         rows += r
-    print(f"\n{'method':<8} {'min':>5} {'steps':>6} {'PSNR':>7} {'SSIM':>6} {'rays/s':>8} {'render s/img':>12}")
+    print(f"\n{'method':<9} {'min':>5} {'steps':>6} {'PSNR':>7} {'SSIM':>6} {'rays/s':>8} {'render s/img':>12} "
+          f"{'params':>10} {'ckpt MB':>8}")
     for r in rows:
-        print(f"{r['method']:<8} {r['minutes']:>5g} {r['steps']:>6} {r['psnr']:>7.2f} {r['ssim']:>6.3f} "
-              f"{r['rays_per_second'] or 0:>8,.0f} {r['render_seconds_per_image']:>12.2f}")
+        print(f"{r['method']:<9} {r['minutes']:>5g} {r['steps']:>6} {r['psnr']:>7.2f} {r['ssim']:>6.3f} "
+              f"{r['rays_per_second'] or 0:>8,.0f} {r['render_seconds_per_image']:>12.3f} {r['params']:>10,} "
+              f"{r['checkpoint_mb']:>8.1f}")
     result = {"protocol": {**protocol, "data": str(args.data), "minutes": minutes, "overrides": args.overrides,
                            "train_seconds": "time inside training steps (grid updates included; checkpoints and eval excluded)",
                            "machine": machine(), "command": "fieldforge bench radiance " + " ".join(
                                f"--{k.replace('_', '-')} {v}" for k, v in (("methods", args.methods),
+                                                                          ("distill", args.distill),
+                                                                          ("teacher", args.teacher),
                                                                           ("minutes", args.minutes),
                                                                           ("test_images", args.test_images)))},
               "rows": rows}

@@ -6,7 +6,10 @@ level l. Cells are indexed x slowest, z fastest. ``occs`` holds a decayed max of
 
 Sampling places intervals of length ``render_step_size`` on a lattice anchored at the
 per-ray near plane (plus one jitter per ray when stratified); a sample is kept when its
-midpoint lies inside the grid, before ``far`` and in an occupied cell. This is the CPU
+midpoint lies inside the grid, before ``far`` and in an occupied cell. Empty space is skipped
+coarse to fine (single-level grids): runs of ``COARSE`` lattice steps are first tested against
+the binary grid dilated by the run's half length (conservative, so the kept samples are exactly
+those of the fine test alone), and only runs that may hold an occupied sample are refined. This is the CPU
 equivalent of nerfacc's ``traverse_grids`` for ``cone_angle = 0``; samples of one ray are
 contiguous, front to back (packed format, see :mod:`fieldforge.render.volume`).
 """
@@ -33,6 +36,9 @@ def ray_aabb_intersect(origins: Tensor, directions: Tensor, aabb: Tensor) -> tup
     return t_entry, t_exit, hit
 
 
+COARSE = 8  # lattice steps per coarse run of the empty-space skip
+
+
 class OccupancyGrid(nn.Module):
     """Multi-level binary occupancy grid over an axis-aligned box (nerfacc semantics)."""
 
@@ -45,6 +51,7 @@ class OccupancyGrid(nn.Module):
         aabbs = torch.stack([torch.cat([center - extent * 2**i, center + extent * 2**i]) for i in range(levels)])
         self.resolution = resolution
         self.levels = levels
+        self.coarse_skip = True  # False: test every lattice step (same samples, slower; for tests)
         self.cells_per_lvl = resolution**3
         self.register_buffer("aabbs", aabbs)
         self.register_buffer("occs", torch.zeros(levels * self.cells_per_lvl))
@@ -114,6 +121,44 @@ class OccupancyGrid(nn.Module):
         flat = ((mip * self.resolution + cell[:, 0]) * self.resolution + cell[:, 1]) * self.resolution + cell[:, 2]
         return self.binaries.reshape(-1)[flat] & inside
 
+    def _dilated(self, radius: float) -> Tensor:
+        """Level-0 binaries dilated by ``radius`` world units per axis (cached per grid state)."""
+        key = (id(self.binaries), self.binaries._version, radius)
+        if getattr(self, "_dilated_key", None) != key:
+            box = self.aabbs[0]
+            cell = (box[3:] - box[:3]) / self.resolution
+            r = [int(v) for v in torch.ceil(radius / cell).tolist()]
+            occ = self.binaries[0].float()[None, None]
+            dil = torch.nn.functional.max_pool3d(occ, [2 * v + 1 for v in r], stride=1, padding=r)
+            self._dilated_grid, self._dilated_key = dil[0, 0] > 0, key
+        return self._dilated_grid
+
+    def _lookup(self, grid: Tensor, x: Tensor) -> Tensor:
+        """Level-0 ``grid`` value at the cell of each point, points clamped into the box."""
+        box = self.aabbs[0]
+        cell = ((x - box[:3]) / (box[3:] - box[:3]) * self.resolution).long().clamp(0, self.resolution - 1)
+        return grid.reshape(-1)[(cell[:, 0] * self.resolution + cell[:, 1]) * self.resolution + cell[:, 2]]
+
+    def _coarse_runs(self, o: Tensor, d: Tensor, near_p: Tensor, k0: Tensor, counts: Tensor,
+                     dt: float) -> tuple[Tensor, Tensor]:
+        """Per ray, the fine lattice split into runs of ``COARSE`` steps; drop runs whose fine
+        midpoints are all provably empty. Returns (ray index, first k) of the fine samples kept."""
+        n_rays = o.shape[0]
+        runs = (counts + COARSE - 1) // COARSE
+        total = int(runs.sum())
+        ray = torch.repeat_interleave(torch.arange(n_rays, device=o.device), runs, output_size=total)
+        j = torch.arange(total, device=o.device) - (torch.cumsum(runs, 0) - runs)[ray]
+        first = k0[ray] + j * COARSE
+        length = torch.clamp(counts[ray] - j * COARSE, max=COARSE)
+        # fine midpoints of a run lie within (length - 1) / 2 steps of the run's centre
+        centre = near_p[ray] + (first + length / 2.0) * dt
+        keep = self._lookup(self._dilated((COARSE - 1) / 2 * dt), o[ray] + centre[:, None] * d[ray])
+        ray, first, length = ray[keep], first[keep], length[keep].long()
+        n_fine = int(length.sum())
+        run = torch.repeat_interleave(torch.arange(len(ray), device=o.device), length, output_size=n_fine)
+        k = first[run] + (torch.arange(n_fine, device=o.device) - (torch.cumsum(length, 0) - length)[run])
+        return ray[run], k
+
     # ----------------------------------------------------------------------------- sampling
     @torch.no_grad()
     def sample(
@@ -142,10 +187,13 @@ class OccupancyGrid(nn.Module):
         k0 = torch.ceil((lo - near_p) / dt - 0.5).clamp_min(0)
         k1 = torch.ceil((t_hi - near_p) / dt - 0.5)  # exclusive
         counts = torch.where(hit, (k1 - k0).clamp_min(0), torch.zeros_like(k0)).long()
-        total = int(counts.sum())
-        ray_idx = torch.repeat_interleave(torch.arange(n_rays, device=o.device), counts, output_size=total)
-        offsets = torch.cumsum(counts, 0) - counts
-        k = (torch.arange(total, device=o.device) - offsets[ray_idx]).float() + k0[ray_idx]
+        if self.levels == 1 and self.coarse_skip:
+            ray_idx, k = self._coarse_runs(o, d, near_p, k0, counts, dt)
+        else:
+            total = int(counts.sum())
+            ray_idx = torch.repeat_interleave(torch.arange(n_rays, device=o.device), counts, output_size=total)
+            offsets = torch.cumsum(counts, 0) - counts
+            k = (torch.arange(total, device=o.device) - offsets[ray_idx]).float() + k0[ray_idx]
         t_starts = near_p[ray_idx] + k * dt
         t_mid = t_starts + 0.5 * dt
         x = o[ray_idx] + t_mid[:, None] * d[ray_idx]

@@ -1,0 +1,49 @@
+"""``render_rays_passes`` (the no-grad image renderer) against the packed two-pass ``render_rays``."""
+
+import pytest
+import torch
+
+from fieldforge.fields.base import Field
+from fieldforge.render.marcher import render_rays, render_rays_passes
+from fieldforge.render.occupancy import OccupancyGrid
+from fieldforge.render.rays import Rays
+
+
+class Blobs(Field):
+    """Analytic field: two Gaussian density blobs, position-coloured; counts its evaluations."""
+
+    channels = ("normals_dummy",)
+
+    def __init__(self, peak: float):
+        super().__init__(torch.tensor([[-1.0, -1, -1], [1, 1, 1]]))
+        self.peak, self.evaluated = peak, 0
+
+    def density(self, x, t=None):
+        c = torch.tensor([[0.3, 0.0, 0.0], [-0.4, 0.2, 0.1]])
+        r2 = (x[:, None, :] - c).pow(2).sum(-1)
+        return (self.peak * torch.exp(-r2 / 0.05)).sum(-1, keepdim=True)
+
+    def forward(self, x, d, t=None):
+        self.evaluated += len(x)
+        return {"density": self.density(x), "rgb": torch.sigmoid(3 * x + d), "normals_dummy": x.abs()}
+
+
+@pytest.mark.parametrize("peak,eps,per_pass", [(5.0, 1e-4, 16), (200.0, 1e-2, 8), (200.0, 1e-4, 3)])
+def test_passes_match_render_rays_within_the_termination_threshold(peak, eps, per_pass):
+    field = Blobs(peak)
+    grid = OccupancyGrid([-1, -1, -1, 1, 1, 1], resolution=16)
+    grid.update(0, lambda x: field.density(x) * 0.01, warmup_steps=1)
+    g = torch.Generator().manual_seed(0)
+    o = torch.tensor([0.0, 0.0, -3.0]) + 0.6 * torch.randn(512, 3, generator=g)
+    d = torch.nn.functional.normalize(torch.tensor([0.0, 0.0, 1.0]) + 0.2 * torch.randn(512, 3, generator=g), dim=-1)
+    rays, bg = Rays(o, d), torch.tensor([1.0, 1.0, 1.0])
+    with torch.no_grad():
+        ref = render_rays(field, grid, rays, bg, 0.01, 0.5, 6.0, early_stop_eps=eps)
+        field.evaluated = 0
+        got = render_rays_passes(field, grid, rays, bg, 0.01, 0.5, 6.0, early_stop_eps=eps, per_pass=per_pass)
+    for k in ("rgb", "opacity", "normals_dummy"):
+        assert (got[k] - ref[k]).abs().max() <= eps * 1.01 + 1e-6, k
+    hit = ref["opacity"][:, 0] > 0.5
+    assert (got["depth"][hit] - ref["depth"][hit]).abs().max() < 0.05
+    # every sample evaluated once: at most per_pass - 1 per ray past those render_rays kept
+    assert int(ref["num_samples"]) <= field.evaluated <= int(ref["num_samples"]) + (per_pass - 1) * len(rays)
