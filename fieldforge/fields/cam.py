@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fieldforge.fields.mlp import MLP
+
 MODES = ("scalar", "vector")
 NORMS = ("none", "per_sample")
 
@@ -77,7 +79,7 @@ class CAMGrid(nn.Module):
         return out[..., :self.out_dim], out[..., self.out_dim:]
 
 
-class CAMMLP(nn.Module):
+class CAMMLP(MLP):
     """:class:`~fieldforge.fields.mlp.MLP` with every hidden pre-activation modulated by CAM.
 
     Same layers and parameter names as ``MLP(in_dim, width, depth, out_dim, skips)`` (so an MLP
@@ -91,34 +93,26 @@ class CAMMLP(nn.Module):
     def __init__(self, in_dim: int, width: int, depth: int, out_dim: int, skips: tuple[int, ...] = (), *,
                  cam_resolution: tuple[int, ...], cam_mode: str = "scalar", norm: str = "none",
                  cam_lr_multiplier: float = 1.0):
-        super().__init__()
         if int(depth) < 1:
             raise ValueError(f"CAMMLP: depth must be >= 1 (a hidden layer to modulate), got {depth}")
         if norm not in NORMS:
             raise ValueError(f"CAMMLP: norm must be none or per_sample, got {norm!r}")
-        self.skips, self.norm, self.cam_lr_multiplier = tuple(skips), norm, float(cam_lr_multiplier)
-        layers, d = [], in_dim
-        for i in range(depth):
-            layers.append(nn.Linear(d + (in_dim if i in self.skips else 0), width))
-            d = width
-        self.hidden = nn.ModuleList(layers)
-        self.out = nn.Linear(d, out_dim)
+        super().__init__(in_dim, width, depth, out_dim, skips)
+        self.norm, self.cam_lr_multiplier = norm, float(cam_lr_multiplier)
         self.cam = CAMGrid(cam_resolution, cam_mode, width, depth)
 
     def cam_parameters(self) -> Iterator[nn.Parameter]:
         """The grid parameters (gamma, beta), e.g. for an optimiser group with a larger lr."""
         return self.cam.parameters()
 
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:  # type: ignore[override]
         gamma, beta = self.cam(c)
         gamma = gamma.unflatten(-1, (len(self.hidden), self.cam.per_layer))
         beta = beta.unflatten(-1, (len(self.hidden), self.cam.per_layer))
-        h = x
-        for i, layer in enumerate(self.hidden):
-            if i in self.skips:
-                h = torch.cat([h, x], -1)
-            h = layer(h)
+
+        def modulate(i: int, h: Tensor) -> Tensor:
             if self.norm == "per_sample":
                 h = F.layer_norm(h, h.shape[-1:])
-            h = torch.relu(gamma[..., i, :] * h + beta[..., i, :])
-        return self.out(h)
+            return gamma[..., i, :] * h + beta[..., i, :]
+
+        return super().forward(x, modulate)

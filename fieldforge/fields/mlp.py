@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -20,12 +22,14 @@ class MLP(nn.Module):
         self.hidden = nn.ModuleList(layers)
         self.out = nn.Linear(d, out_dim)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, modulate: Callable[[int, Tensor], Tensor] | None = None) -> Tensor:
+        """``modulate(i, h)``, if given, maps hidden layer i's pre-activation before the ReLU (CAM)."""
         h = x
         for i, layer in enumerate(self.hidden):
             if i in self.skips:
                 h = torch.cat([h, x], -1)
-            h = torch.relu(layer(h))
+            h = layer(h)
+            h = torch.relu(h if modulate is None else modulate(i, h))
         return self.out(h)
 
 
