@@ -1,0 +1,75 @@
+"""ResFields: linear layers with a time-dependent low-rank weight residual (Mihajlovic et al. 2024).
+
+    y = x (W + dW(t))^T + b,   dW(t) = sum_r v_t[r] M_r        (spec resfields.md §1, "vm")
+
+W [out, in] and b [out] are the host layer's (b is static); v [C, R] holds one coefficient row per
+time knot, M [R, out * in] the shared spanning set; both start at 0.01 * randn (not zero: a zero
+factor would stop the other's gradient). Time lookup:
+
+- ``"interpolation"`` (default): continuous t in [0, 1] (the Field contract's time), mapped to
+  [-1, 1]; v is linearly interpolated between its C knots with align-corners semantics (knot k
+  at t = k / (C - 1)) and clamped at the ends, so a frame's exact time gives that frame's weights;
+- ``"lookup"``: integer frame ids in [0, C).
+
+No per-frame or per-sample weight matrix is built: dW(t) x = sum_r v_t[r] (M_r x), one matmul
+against all of M for the batch, then a per-sample weighted sum over r. When every sample shares
+one time the layer applies W + dW(t) directly.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class ResFieldLinear(nn.Linear):
+    """``nn.Linear`` plus a rank-``rank`` temporal residual over ``capacity`` time knots."""
+
+    def __init__(self, in_features: int, out_features: int, capacity: int, rank: int = 10,
+                 mode: str = "interpolation", init_std: float = 0.01, bias: bool = True):
+        super().__init__(in_features, out_features, bias)
+        if mode not in ("interpolation", "lookup"):
+            raise ValueError(f"ResFieldLinear: mode must be interpolation or lookup, got {mode!r}")
+        if int(capacity) < 1 or int(rank) < 1:
+            raise ValueError(f"ResFieldLinear: capacity and rank must be >= 1, got {capacity}, {rank}")
+        self.capacity, self.rank, self.mode = int(capacity), int(rank), mode
+        self.v = nn.Parameter(torch.randn(self.capacity, self.rank) * init_std)
+        self.M = nn.Parameter(torch.randn(self.rank, out_features * in_features) * init_std)
+
+    def coefficients(self, t: Tensor) -> Tensor:
+        """v_t [N, R] for times ``t`` [N] (in [0, 1], or frame ids in lookup mode)."""
+        if self.mode == "lookup":
+            if t.is_floating_point() and not torch.equal(t, t.round()):
+                raise ValueError("ResFieldLinear(mode='lookup'): frame ids must be integers")
+            ids = t.long()
+            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.capacity):
+                raise ValueError(f"ResFieldLinear: frame ids must be in [0, {self.capacity}), "
+                                 f"got [{int(ids.min())}, {int(ids.max())}]")
+            return self.v[ids]
+        if self.capacity == 1:
+            return self.v.expand(t.shape[0], self.rank)
+        pos = t.to(self.v.dtype).clamp(0, 1) * (self.capacity - 1)
+        lo = pos.floor().clamp(max=self.capacity - 2).long()
+        frac = (pos - lo)[:, None]
+        return torch.lerp(self.v[lo], self.v[lo + 1], frac)
+
+    def residual(self, t: Tensor) -> Tensor:
+        """dW(t) [out, in] for one time ``t`` (0-dim or [1])."""
+        return (self.coefficients(t.reshape(1)) @ self.M).reshape(self.out_features, self.in_features)
+
+    def forward(self, x: Tensor, t: Tensor | None = None) -> Tensor:  # type: ignore[override]
+        """``x`` [..., in], ``t`` [..., 1] or [...] (one time per sample), or a single time."""
+        if t is None:
+            raise ValueError("ResFieldLinear: forward needs a time t")
+        lead = x.shape[:-1]
+        flat = x.reshape(-1, self.in_features)
+        tt = t.reshape(-1)
+        if tt.numel() == 1 or bool((tt == tt[0]).all()):
+            w = self.weight + self.residual(tt[:1])
+            return nn.functional.linear(flat, w, self.bias).reshape(*lead, self.out_features)
+        if tt.numel() != flat.shape[0]:
+            raise ValueError(f"ResFieldLinear: {tt.numel()} times for {flat.shape[0]} samples")
+        base = nn.functional.linear(flat, self.weight, self.bias)
+        mx = (flat @ self.M.reshape(self.rank * self.out_features, self.in_features).T)
+        res = torch.einsum("nr,nro->no", self.coefficients(tt), mx.reshape(-1, self.rank, self.out_features))
+        return (base + res).reshape(*lead, self.out_features)
