@@ -21,6 +21,7 @@ from torch import Tensor
 
 from fieldforge.apps.methods.base import Method, MethodConfig, register
 from fieldforge.apps.methods.teacher import Teacher
+from fieldforge.errors import FieldforgeError
 from fieldforge.fields.base import Field
 from fieldforge.render.marcher import render_camera, render_rays
 from fieldforge.render.occupancy import OccupancyGrid
@@ -66,6 +67,7 @@ class RadianceMethod(Method):
 
     def __init__(self, config: RadianceConfig, scene: Scene, device: torch.device):
         super().__init__(config, scene, device)
+        self.scene_times = scene.times  # [N, 1] per training image, or None for a static scene
         aabb = scene.bounds.float()
         box = self.field_bounds(aabb)
         self.field = self.make_field(box).to(device)
@@ -108,6 +110,12 @@ class RadianceMethod(Method):
             return torch.rand(n, 3, generator=self.generator, device=self.device)
         return (self.scene_bg if mode == "scene" else background_rgb(mode).to(self.device)).expand(n, 3)
 
+    def _occupancy_eval(self, x: Tensor) -> Tensor:
+        """density * step size at grid points; dynamic scenes: at a random time per point (the
+        grid's decayed max then covers every time)."""
+        t = None if self.scene_times is None else torch.rand(len(x), 1, device=x.device)
+        return self.field.density(x, t) * self.step_size
+
     def regularizer(self) -> Tensor | None:
         """Extra loss term added to the image loss (None: no term)."""
         return None
@@ -130,7 +138,7 @@ class RadianceMethod(Method):
         if c.teacher and step < c.distill_steps:
             return self._distill_step(step)
         self.estimator.update_every_n_steps(
-            step, lambda x: self.field.density(x) * self.step_size, occ_thre=c.occ_thre,
+            step, self._occupancy_eval, occ_thre=c.occ_thre,
             warmup_steps=c.grid_warmup, n=c.grid_every)
         rays, px = self._batch(self.batch_rays)
         bg = self._train_background(len(rays))
@@ -272,3 +280,27 @@ class CAMMethod(NeRFMethod):
         return NeRFField(aabb, c.width, c.depth, c.pos_freqs, c.dir_freqs, activation=c.activation,
                          omega_0=c.omega_0, cam=True, cam_resolution=c.cam_resolution, cam_mode=c.cam_mode,
                          cam_norm=c.cam_norm)
+
+
+@dataclasses.dataclass
+class ResFieldsNeRFConfig(NeRFConfig):
+    time_freqs: int = 6
+    rank: int = 10  # 0: the plain time-conditioned MLP (baseline)
+    capacity: int = 0  # time knots of the ResField layers; 0 = number of distinct training times
+
+
+@register
+class ResFieldsNeRFMethod(NeRFMethod):
+    """Dynamic scenes: time-conditioned NeRF MLP whose layers after the first are ResField layers."""
+
+    name = "resfields-nerf"
+    Config = ResFieldsNeRFConfig
+
+    def make_field(self, aabb: Tensor) -> Field:
+        from fieldforge.fields.dynamic_nerf import DynamicNeRFField
+
+        c = self.config
+        if self.scene_times is None:
+            raise FieldforgeError("resfields-nerf needs a scene with per-frame times (e.g. D-NeRF 'time')")
+        capacity = c.capacity or len(torch.unique(self.scene_times))
+        return DynamicNeRFField(aabb, c.width, c.depth, c.pos_freqs, c.dir_freqs, c.time_freqs, capacity, c.rank)
