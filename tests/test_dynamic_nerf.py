@@ -70,3 +70,30 @@ def test_static_scene_is_refused():
     cls = get_method("resfields-nerf")
     with pytest.raises(FieldforgeError, match="per-frame times"):
         cls(cls.Config(), tiny_scene(), torch.device("cpu"))
+
+
+def test_time_bins_average_per_bin():
+    from fieldforge.apps.evaluate import time_bins
+
+    rows = [{"time": t, "psnr": p, "ssim": 0.5} for t, p in [(0.0, 10), (0.1, 20), (0.5, 30), (1.0, 40), (0.99, 0)]]
+    bins = time_bins(rows, 5)
+    assert [(b["t0"], b["num_images"], b["psnr"]) for b in bins] == [(0.0, 2, 15.0), (0.4, 1, 30.0), (0.8, 2, 20.0)]
+
+
+def test_dnerf_run_reports_per_time_metrics(tmp_path):
+    from tests.conftest import shared_path
+
+    from fieldforge.apps.cli import main
+    from fieldforge.apps.evaluate import evaluate
+
+    data = shared_path("dnerf-lego-400")
+    run = tmp_path / "dyn"
+    assert main(["train", str(data), "--method", "resfields-nerf", "--out", str(run), "--steps", "2", "--downscale",
+                 "16", "--quiet", "--set", "width=16", "--set", "depth=2", "--set", "grid_resolution=16",
+                 "--set", "init_batch_rays=64", "--set", "max_batch_rays=64"]) == 0
+    r = evaluate(run, "test", max_images=6, device="cpu", write_images=False)
+    assert sum(b["num_images"] for b in r["time_bins"]) == r["num_images"] == 6
+    assert all(0 <= row["time"] <= 1 for row in r["images"])
+    for b in r["time_bins"]:
+        inside = [row["psnr"] for row in r["images"] if b["t0"] <= row["time"] <= b["t1"]]
+        assert min(inside) <= b["psnr"] <= max(inside)

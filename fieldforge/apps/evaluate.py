@@ -39,6 +39,19 @@ def evenly_spaced(n: int, k: int | None) -> list[int]:
     return sorted(set(np.linspace(0, n - 1, k).round().astype(int).tolist()))
 
 
+def time_bins(rows: list[dict], n_bins: int = 5) -> list[dict]:
+    """Mean PSNR/SSIM of the rows (each with a "time" in [0, 1]) in ``n_bins`` equal time bins;
+    bins without images are left out. The last bin includes t = 1."""
+    out = []
+    for b in range(n_bins):
+        lo, hi = b / n_bins, (b + 1) / n_bins
+        sel = [r for r in rows if lo <= r["time"] < hi or (b == n_bins - 1 and r["time"] == hi)]
+        if sel:
+            out.append({"t0": lo, "t1": hi, "num_images": len(sel), "psnr": float(np.mean([r["psnr"] for r in sel])),
+                        "ssim": float(np.mean([r["ssim"] for r in sel]))})
+    return out
+
+
 def evaluate(run_dir: str | Path, split: str = "test", max_images: int | None = None, device: str = "auto",
              write_images: bool = True) -> dict:
     method, cfg, scene = load_run(run_dir, device)
@@ -61,6 +74,8 @@ def evaluate(run_dir: str | Path, split: str = "test", max_images: int | None = 
         pred = out["rgb"].float().cpu().clamp(0, 1)
         name = Path(sub.names[i]).stem
         rows.append({"name": sub.names[i], "psnr": psnr(pred, gt), "ssim": ssim(pred, gt)})
+        if sub.cameras.times is not None:
+            rows[-1]["time"] = float(sub.cameras.times[i])
         if write_images:
             iio.imwrite(out_dir / f"{name}.png", (pred.numpy() * 255 + 0.5).astype(np.uint8))
     ckpt = load_safe(rd.checkpoint)
@@ -78,6 +93,8 @@ def evaluate(run_dir: str | Path, split: str = "test", max_images: int | None = 
         "train_seconds": float(ckpt["train_seconds"]),
         "render_seconds_per_image": seconds / len(rows),
     }
+    if sub.cameras.times is not None:
+        result["time_bins"] = time_bins(rows)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
