@@ -72,3 +72,19 @@ def test_bad_frame_ids_and_missing_time():
         layer(x)
     with pytest.raises(ValueError, match="mode"):
         ResFieldLinear(2, 2, 3, mode="cp")
+
+
+def test_few_distinct_times_use_per_time_weights_and_match_the_loop():
+    layer = _layer(capacity=6)
+    x = torch.randn(300, 6, dtype=torch.float64)
+    t = torch.tensor([0.0, 0.2, 0.2, 0.9, 1.0])[torch.randint(5, (300,))].double()
+    out = layer(x, t)
+    loop = torch.cat([layer(x[i:i + 1], t[i]) for i in range(300)])
+    assert torch.allclose(out, loop, atol=1e-12)
+    layer.max_groups = 0  # force the factorised path: same result and gradients
+    factorised = layer(x, t)
+    assert torch.allclose(factorised, out, atol=1e-12)
+    g1 = torch.autograd.grad(factorised.sum(), [layer.v, layer.M])
+    g2 = torch.autograd.grad(out.sum(), [layer.v, layer.M])
+    for a, b in zip(g1, g2):
+        assert torch.allclose(a, b, atol=1e-10)

@@ -11,9 +11,11 @@ factor would stop the other's gradient). Time lookup:
   at t = k / (C - 1)) and clamped at the ends, so a frame's exact time gives that frame's weights;
 - ``"lookup"``: integer frame ids in [0, C).
 
-No per-frame or per-sample weight matrix is built: dW(t) x = sum_r v_t[r] (M_r x), one matmul
-against all of M for the batch, then a per-sample weighted sum over r. When every sample shares
-one time the layer applies W + dW(t) directly.
+No weight matrix is built per sample, nor for every knot. One time for all samples: the layer
+applies W + dW(t). A few distinct times (at most ``max_groups``, e.g. a training batch drawn from
+the frames): one weight per distinct time, samples sorted by time and padded into one batched
+matmul. Otherwise (continuous per-sample times) the factorised product
+dW(t) x = sum_r v_t[r] (M_r x): one matmul against all of M, then a per-sample sum over r.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class ResFieldLinear(nn.Linear):
         if int(capacity) < 1 or int(rank) < 1:
             raise ValueError(f"ResFieldLinear: capacity and rank must be >= 1, got {capacity}, {rank}")
         self.capacity, self.rank, self.mode = int(capacity), int(rank), mode
+        self.max_groups = 64  # distinct times per batch up to which weights are built per time
         self.v = nn.Parameter(torch.randn(self.capacity, self.rank) * init_std)
         self.M = nn.Parameter(torch.randn(self.rank, out_features * in_features) * init_std)
 
@@ -53,6 +56,18 @@ class ResFieldLinear(nn.Linear):
         frac = (pos - lo)[:, None]
         return torch.lerp(self.v[lo], self.v[lo + 1], frac)
 
+    def _grouped(self, x: Tensor, uniq: Tensor, group: Tensor) -> Tensor:
+        """One weight per distinct time; samples sorted by time, padded to [U, max count, in]."""
+        w = self.weight + (self.coefficients(uniq) @ self.M).reshape(-1, self.out_features, self.in_features)
+        order = torch.argsort(group, stable=True)
+        counts = torch.bincount(group, minlength=len(uniq))
+        pos = torch.arange(len(x), device=x.device) - (torch.cumsum(counts, 0) - counts)[group[order]]
+        padded = x.new_zeros(len(uniq), int(counts.max()), self.in_features)
+        padded[group[order], pos] = x[order]
+        y = torch.bmm(padded, w.transpose(1, 2))[group[order], pos]
+        out = torch.empty_like(y).index_copy_(0, order, y)
+        return out if self.bias is None else out + self.bias
+
     def residual(self, t: Tensor) -> Tensor:
         """dW(t) [out, in] for one time ``t`` (0-dim or [1])."""
         return (self.coefficients(t.reshape(1)) @ self.M).reshape(self.out_features, self.in_features)
@@ -69,6 +84,9 @@ class ResFieldLinear(nn.Linear):
             return nn.functional.linear(flat, w, self.bias).reshape(*lead, self.out_features)
         if tt.numel() != flat.shape[0]:
             raise ValueError(f"ResFieldLinear: {tt.numel()} times for {flat.shape[0]} samples")
+        uniq, group = torch.unique(tt, return_inverse=True)
+        if len(uniq) <= self.max_groups:
+            return self._grouped(flat, uniq, group).reshape(*lead, self.out_features)
         base = nn.functional.linear(flat, self.weight, self.bias)
         mx = (flat @ self.M.reshape(self.rank * self.out_features, self.in_features).T)
         res = torch.einsum("nr,nro->no", self.coefficients(tt), mx.reshape(-1, self.rank, self.out_features))
