@@ -111,9 +111,13 @@ class RadianceMethod(Method):
         return (self.scene_bg if mode == "scene" else background_rgb(mode).to(self.device)).expand(n, 3)
 
     def _occupancy_eval(self, x: Tensor) -> Tensor:
-        """density * step size at grid points; dynamic scenes: at a random time per point (the
-        grid's decayed max then covers every time)."""
-        t = None if self.scene_times is None else torch.rand(len(x), 1, device=x.device)
+        """density * step size at grid points; dynamic scenes: at a random training-frame time per
+        point (the grid's decayed max then covers every frame; few distinct times keep ResField
+        layers on their per-time-weight path)."""
+        t = None
+        if self.scene_times is not None:
+            times = self.scene_times.to(x.device).reshape(-1)
+            t = times[torch.randint(len(times), (len(x),), device=x.device)][:, None]
         return self.field.density(x, t) * self.step_size
 
     def regularizer(self) -> Tensor | None:
