@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="method option override applied to every method (repeatable)")
     p.add_argument("--runs", default="benchmarks/runs/radiance", help="folder for the run directories")
-    p.add_argument("--out", default="benchmarks/results/radiance.json")
+    p.add_argument("--out", default="benchmarks/results/radiance_fields.json")
     p.add_argument("--device", default="cpu")
 
 
