@@ -79,3 +79,17 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
     assert "bad.png" in capsys.readouterr().err
     assert main(["bench", "signals", "--encodings", "nope,fourier", "--out", str(tmp_path / "a.json")]) == 2
     assert "unknown encoding" in capsys.readouterr().err
+
+
+def test_video_case_compares_siren_and_resfields_at_equal_parameters(tmp_path):
+    from fieldforge.apps.bench_signals import VIDEO_FRAMES, video_signal
+
+    sig = video_signal("video:blobs", 16)
+    assert sig.in_dim == 3 and len(sig.x_train) == VIDEO_FRAMES * 8 * 8 and len(sig.x_test) == VIDEO_FRAMES * 192
+    assert set(sig.x_train[:, 2].unique().tolist()) == set(torch.linspace(0, 1, VIDEO_FRAMES).tolist())
+    out = tmp_path / "v.json"
+    assert main(["bench", "signals", "--signals", "video:blobs", "--encodings", "siren,resfields-siren",
+                 "--size", "16", "--steps", "3", "--sigmas", "", "--no-equal-time", "--out", str(out)]) == 0
+    rows = {r["encoding"]: r for r in json.loads(out.read_text())["rows"]}
+    assert abs(rows["resfields-siren"]["params"] - rows["siren"]["params"]) < 0.05 * rows["siren"]["params"]
+    assert all(0 < r["psnr"] < 60 for r in rows.values())

@@ -88,3 +88,26 @@ def test_few_distinct_times_use_per_time_weights_and_match_the_loop():
     g2 = torch.autograd.grad(out.sum(), [layer.v, layer.M])
     for a, b in zip(g1, g2):
         assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_resfield_siren_with_zero_residual_is_the_siren_and_time_matters_otherwise():
+    from fieldforge.encoders.siren import Siren
+    from fieldforge.fields.resfields import ResFieldSiren
+
+    torch.manual_seed(0)
+    plain = Siren(3, 3, 32, 3)
+    torch.manual_seed(0)
+    res = ResFieldSiren(3, 3, 32, 3, capacity=8, rank=2)
+    assert [type(m).__name__ for m in res.hidden] == ["Linear", "ResFieldLinear", "ResFieldLinear"]
+    x = torch.rand(200, 3) * 2 - 1
+    with torch.no_grad():
+        saved = [m.M.clone() for m in res.hidden[1:]]
+        for m in res.hidden[1:]:
+            m.M.zero_()
+        assert torch.equal(res(x), plain(x))  # SIREN's weights kept, residual off
+        for m, M in zip(res.hidden[1:], saved):
+            m.M.copy_(M * 100)
+        a = res(torch.cat([x[:, :2], torch.full((200, 1), -1.0)], 1))
+        b = res(torch.cat([x[:, :2], torch.full((200, 1), 1.0)], 1))
+    # input time alone changes the output too; with the residual it changes through dW(t) as well
+    assert not torch.allclose(a, b)

@@ -6,6 +6,9 @@ Protocol (defaults; all in ``protocol`` of the JSON):
   pixels (held out), after a sigmoid output. Built-in signals: ``camera`` and ``astronaut``
   (scikit-image) and ``wideband`` (smooth left half, a zone plate up to ~0.9x the training
   Nyquist frequency in the right half); any image path works too.
+- ``video:blobs`` (generated, 16 frames): coordinates (x, y, t), the even lattice of every frame
+  trains, the rest is held out; ``siren`` against ``resfields-siren`` (half the width, ResField
+  layers over the frames, rank chosen for an equal parameter count).
 - ``mesh:NAME`` (or a mesh path) fits occupancy: inside/outside by the generalised winding
   number of the mesh scaled into [0.05, 0.95]^3; half of the points uniform, half near the
   surface (N(0, 0.01) offsets), BCE-with-logits loss, IoU on an independent point set.
@@ -44,12 +47,14 @@ from fieldforge.encoders import (SAPE, FourierFeatures, FrequencyEncoding, HashG
 from fieldforge.encoders import fresh
 from fieldforge.errors import DataError, FieldforgeError
 from fieldforge.fields.cam import CAMMLP
+from fieldforge.fields.resfields import ResFieldSiren
 
 MESHES = Path(__file__).resolve().parents[3] / "shared" / "data" / "meshes"
 BUILTIN_MESHES = {"spot": "common-3d-test-models/data/spot.zip-extracted/spot/spot_triangulated.obj",
                   "bunny": "libigl-tutorial-data/bunny.off"}
 DEFAULT_SIGNALS = ["camera", "astronaut", "wideband", "mesh:spot"]
 FOURIER_FEATURES, FOURIER_SIGMA, FOURIER_LOW_SIGMA = 128, 8.0, 1.0
+VIDEO_FRAMES = 16
 CAM_RESOLUTION, CAM_GRID_LR_MULTIPLIER = (32, 32), 10.0
 
 
@@ -113,6 +118,37 @@ def load_image(name: str, size: int) -> np.ndarray:
     return t[0].permute(1, 2, 0).clamp(0, 1).numpy()
 
 
+def blobs_video(size: int, frames: int) -> np.ndarray:
+    """[F, S, S, 3] generated video: three coloured Gaussian blobs on circular paths over a
+    drifting stripe pattern (no two frames alike, smooth in time)."""
+    y, x = np.meshgrid((np.arange(size) + 0.5) / size, (np.arange(size) + 0.5) / size, indexing="ij")
+    out = np.zeros((frames, size, size, 3))
+    colours = np.array([[1.0, 0.2, 0.1], [0.1, 0.8, 0.3], [0.2, 0.3, 1.0]])
+    for k in range(frames):
+        t = k / frames
+        img = 0.3 + 0.15 * np.sin(2 * np.pi * (6 * x + 2 * y - t))[..., None] * np.ones(3)
+        for j, c in enumerate(colours):
+            a = 2 * np.pi * (t + j / 3)
+            cx, cy = 0.5 + 0.28 * np.cos(a), 0.5 + 0.28 * np.sin(a)
+            img = img + 0.6 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / 0.008)[..., None] * c
+        out[k] = np.clip(img, 0, 1)
+    return out
+
+
+def video_signal(name: str, size: int, frames: int = VIDEO_FRAMES) -> Signal:
+    """``video:blobs``: coordinates (x, y, t) in [0, 1]^3 (t = k / (F - 1)); every frame's even
+    pixel lattice trains, the other 3/4 of each frame's pixels are held out."""
+    if name != "video:blobs":
+        raise FieldforgeError(f"unknown video signal {name!r} (built-in: video:blobs)")
+    vid = torch.from_numpy(blobs_video(size, frames)).float()
+    c = (torch.arange(size) + 0.5) / size
+    tt, yy, xx = torch.meshgrid(torch.linspace(0, 1, frames), c, c, indexing="ij")
+    coords = torch.stack([xx, yy, tt], -1)
+    train = torch.zeros(frames, size, size, dtype=torch.bool)
+    train[:, ::2, ::2] = True
+    return Signal(name, "video", coords[train], vid[train], coords[~train], vid[~train], (size // 2, size // 2))
+
+
 def image_signal(name: str, size: int) -> Signal:
     if size < 16 or size % 2:
         raise FieldforgeError(f"--size must be an even number >= 16, got {size}")
@@ -173,6 +209,8 @@ def mesh_signal(spec: str, n_points: int, seed: int) -> Signal:
 
 
 def load_signal(spec: str, size: int, n_points: int, seed: int) -> Signal:
+    if spec.startswith("video:"):
+        return video_signal(spec, size)
     is_mesh = spec.startswith("mesh:") or Path(spec).suffix.lower() in (".obj", ".ply", ".off", ".stl")
     return mesh_signal(spec, n_points, seed) if is_mesh else image_signal(spec, size)
 
@@ -210,6 +248,7 @@ class Ctx:
     hidden: int
     layers: int
     seed: int = 0
+    frames: int = 0  # time knots of a video signal (0: not a video)
 
 
 def with_mlp(enc: nn.Module, c: Ctx) -> Fitted:
@@ -262,6 +301,17 @@ def siren(c: Ctx) -> Fitted:
     return Fitted(Siren(c.in_dim, c.out_dim, c.hidden, c.layers, omega_0=30.0), Siren.input_range)
 
 
+def resfields_siren(c: Ctx) -> Fitted:
+    """SIREN of half the width with ResField layers over the frames, rank chosen so the parameter
+    count matches the ``siren`` entry's (the equal-parameter comparison of the issue)."""
+    half = max(c.hidden // 2, 1)
+    target = n_params(Siren(c.in_dim, c.out_dim, c.hidden, c.layers))
+    base = n_params(Siren(c.in_dim, c.out_dim, half, c.layers))
+    per_rank = (c.layers - 1) * (c.frames + half * half)
+    rank = max(1, round((target - base) / max(per_rank, 1)))
+    return Fitted(ResFieldSiren(c.in_dim, c.out_dim, half, c.layers, max(c.frames, 1), rank), Siren.input_range)
+
+
 def rbf(c: Ctx) -> Fitted:
     model = rbf_field(c.in_dim, c.out_dim, n_units=32, n_levels=4, n_features=4, base_resolution=8,
                       max_resolution=c.side, log2_hashmap_size=14 if c.in_dim == 2 else 16, seed=c.seed)
@@ -286,7 +336,10 @@ ENCODINGS: dict[str, EncodingSpec] = {
     "sape": EncodingSpec(sape, 1e-3, f"SAPE on the full-band RFF, eps 1e-3, grid side/2 (2-D) or 16^3"),
     "hashgrid": EncodingSpec(hashgrid, 1e-2, "8 levels x 2, N_min 4, N_max side, T 2^14 (2-D) / 2^16, + 2x64 MLP"),
     "rbf": EncodingSpec(rbf, 1e-2, "GNF: 4 levels x 4, N 8..side, 32 RBF units + linear"),
-    "siren": EncodingSpec(siren, 1e-4, "SIREN omega_0 30, hidden x layers"),
+    "siren": EncodingSpec(siren, 1e-4, "SIREN omega_0 30, hidden x layers", kinds=("image", "occupancy", "video")),
+    "resfields-siren": EncodingSpec(resfields_siren, 1e-4, "SIREN omega_0 30, hidden/2 x layers, ResField layers "
+                                    "1..layers-1 over the frames, rank matching siren's parameter count; videos only",
+                                    kinds=("video",)),
     "cam": EncodingSpec(cam, 1e-3, f"fourier + CAM: per-pixel norm, {CAM_RESOLUTION[0]}x{CAM_RESOLUTION[1]} "
                         f"scalar gamma/beta grid per hidden layer over (x, y), grid lr {CAM_GRID_LR_MULTIPLIER:g}x; "
                         "images only", kinds=("image",)),
@@ -295,7 +348,7 @@ ENCODINGS: dict[str, EncodingSpec] = {
 
 # -------------------------------------------------------------------------------------- training
 def loss_per_point(out: Tensor, y: Tensor, kind: str) -> Tensor:
-    if kind == "image":
+    if kind in ("image", "video"):
         return (torch.sigmoid(out) - y).square().mean(-1)
     return F.binary_cross_entropy_with_logits(out, y, reduction="none").mean(-1)
 
@@ -332,7 +385,7 @@ def train(model: Fitted, sig: Signal, steps: int, lr: float, seconds: float | No
 def evaluate(model: Fitted, sig: Signal) -> float:
     """Held-out PSNR (images) or IoU (occupancy)."""
     out = torch.cat([model(x) for x in sig.x_test.split(1 << 15)])
-    if sig.kind == "image":
+    if sig.kind in ("image", "video"):
         return psnr(torch.sigmoid(out), sig.y_test)
     pred, gt = out > 0, sig.y_test > 0.5
     return float((pred & gt).sum() / (pred | gt).sum().clamp_min(1))
@@ -348,9 +401,10 @@ def fit(name: str, sig: Signal, ctx: Ctx, steps: int, seconds: float | None = No
     model = spec.build(ctx)
     wall, done = train(model, sig, steps, spec.lr, seconds)
     score = evaluate(model, sig)
-    row = {"signal": sig.name, "encoding": name, "psnr": score if sig.kind == "image" else None,
+    pixels = sig.kind in ("image", "video")
+    row = {"signal": sig.name, "encoding": name, "psnr": score if pixels else None,
            "seconds": round(wall, 3), "params": n_params(model), "steps": done}
-    if sig.kind != "image":
+    if not pixels:
         row["iou"] = score
     return row
 
@@ -384,7 +438,7 @@ def run_fresh(sig: Signal, ctx: Ctx, sigmas: list[float], steps: int) -> dict:
 # ------------------------------------------------------------------------------------------- CLI
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--signals", default=",".join(DEFAULT_SIGNALS),
-                   help="comma list: camera, astronaut, wideband, mesh:spot, mesh:bunny, image or mesh paths")
+                   help="comma list: camera, astronaut, wideband, video:blobs, mesh:spot, mesh:bunny, image or mesh paths")
     p.add_argument("--encodings", default=",".join(ENCODINGS), help=f"comma list of {', '.join(ENCODINGS)}")
     p.add_argument("--steps", type=int, default=200, help="Adam steps per fit")
     p.add_argument("--size", type=int, default=96, help="image side S (training lattice S/2)")
@@ -425,6 +479,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, encodings: list[str], sigmas: list[float]) -> int:
     protocol = {
+        "video": f"video:blobs, {VIDEO_FRAMES} frames of {args.size}^2 px, (x, y, t) in [0, 1]^3, even lattice of "
+                 "every frame trains, the other 3/4 held out",
         "image": f"{args.size}^2 px, train on the even lattice ({args.size // 2}^2), PSNR on the other 3/4, sigmoid output",
         "occupancy": f"{args.points} points (half uniform, half near-surface +N(0,0.01)), BCE, IoU on a new set",
         "steps": args.steps, "optimizer": "Adam, full batch", "mlp": f"{args.layers} x {args.hidden} ReLU",
@@ -443,15 +499,16 @@ def _run(args: argparse.Namespace, encodings: list[str], sigmas: list[float]) ->
                 print(f"skipping {spec}: {e}")
                 continue
             raise
-        side = sig.train_shape[0] if sig.kind == "image" else 32
-        ctx = Ctx(sig.in_dim, sig.channels, side, args.hidden, args.layers, args.seed)
+        side = sig.train_shape[0] if sig.kind in ("image", "video") else 32
+        frames = VIDEO_FRAMES if sig.kind == "video" else 0
+        ctx = Ctx(sig.in_dim, sig.channels, side, args.hidden, args.layers, args.seed, frames)
         for name in encodings:
             if sig.kind not in ENCODINGS[name].kinds:
                 print(f"{sig.name:>14} {name:>17}  skipped ({sig.kind} signal)", flush=True)
                 continue
             row = fit(name, sig, ctx, args.steps)
             rows.append(row)
-            score = f"PSNR {row['psnr']:6.2f} dB" if sig.kind == "image" else f"IoU {row['iou']:.4f}"
+            score = f"PSNR {row['psnr']:6.2f} dB" if row["psnr"] is not None else f"IoU {row['iou']:.4f}"
             print(f"{sig.name:>14} {name:>17}  {score}  {row['seconds']:7.2f} s  {row['params']:>8} params", flush=True)
         if sig.kind == "image" and not args.no_equal_time and "rbf" in encodings:
             rbf_row = next(r for r in rows if r["signal"] == sig.name and r["encoding"] == "rbf")

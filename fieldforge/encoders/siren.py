@@ -41,6 +41,11 @@ class Siren(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.in_dim:
             raise ValueError(f"Siren: expected input [..., {self.in_dim}], got {tuple(x.shape)}")
+        h = x
         for i, lin in enumerate(self.hidden):
-            x = torch.sin((self.first_omega_0 if i == 0 else self.omega_0) * lin(x))
-        return self.out(x)
+            h = torch.sin((self.first_omega_0 if i == 0 else self.omega_0) * self._linear(i, h, x))
+        return self.out(h)
+
+    def _linear(self, i: int, h: Tensor, x: Tensor) -> Tensor:
+        """Hidden layer i applied to ``h`` (``x``: the network input; subclasses may use it)."""
+        return self.hidden[i](h)

@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from fieldforge.encoders.siren import Siren
+
 
 class ResFieldLinear(nn.Linear):
     """``nn.Linear`` plus a rank-``rank`` temporal residual over ``capacity`` time knots."""
@@ -91,3 +93,26 @@ class ResFieldLinear(nn.Linear):
         mx = (flat @ self.M.reshape(self.rank * self.out_features, self.in_features).T)
         res = torch.einsum("nr,nro->no", self.coefficients(tt), mx.reshape(-1, self.rank, self.out_features))
         return (base + res).reshape(*lead, self.out_features)
+
+
+class ResFieldSiren(Siren):
+    """SIREN on (coordinates, t) in [-1, 1]^d whose hidden-to-hidden layers are ResField layers.
+
+    Time is the input's last coordinate: it enters as an input and, mapped to [0, 1], through
+    the residuals (spec resfields.md: layers [1, ..., n_layers - 1], not the first or last).
+    The ResField layers keep SIREN's weight initialisation; v and M keep their own.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int, n_layers: int, capacity: int, rank: int,
+                 omega_0: float = 30.0):
+        super().__init__(in_dim, out_dim, hidden, n_layers, omega_0)
+        for i in range(1, len(self.hidden)):
+            layer = ResFieldLinear(hidden, hidden, capacity, rank)
+            with torch.no_grad():
+                layer.weight.copy_(self.hidden[i].weight)
+                layer.bias.copy_(self.hidden[i].bias)
+            self.hidden[i] = layer
+
+    def _linear(self, i: int, h: Tensor, x: Tensor) -> Tensor:
+        lin = self.hidden[i]
+        return lin(h, (x[..., -1:] + 1) / 2) if isinstance(lin, ResFieldLinear) else lin(h)
