@@ -47,3 +47,17 @@ def test_passes_match_render_rays_within_the_termination_threshold(peak, eps, pe
     assert (got["depth"][hit] - ref["depth"][hit]).abs().max() < 0.05
     # every sample evaluated once: at most per_pass - 1 per ray past those render_rays kept
     assert int(ref["num_samples"]) <= field.evaluated <= int(ref["num_samples"]) + (per_pass - 1) * len(rays)
+
+
+def test_rays_without_samples_get_the_background_and_every_channel():
+    field = Blobs(5.0)
+    grid = OccupancyGrid([-1, -1, -1, 1, 1, 1], resolution=8)
+    grid.binaries[:] = True
+    rays = Rays(torch.tensor([[5.0, 5.0, 5.0]]).expand(4, 3), torch.tensor([[0.0, 0.0, 1.0]]).expand(4, 3))
+    bg = torch.tensor([0.2, 0.4, 0.6])
+    got = render_rays_passes(field, grid, rays, bg, 0.01, 0.0, 10.0)
+    ref = render_rays(field, grid, rays, bg, 0.01, 0.0, 10.0)
+    assert set(got) >= {"rgb", "opacity", "depth", "normals_dummy"}
+    for k in ("rgb", "opacity", "normals_dummy"):
+        assert torch.equal(got[k], ref[k]), k
+    assert torch.equal(got["rgb"], bg.expand(4, 3))

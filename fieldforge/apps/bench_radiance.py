@@ -33,7 +33,7 @@ import torch
 
 from fieldforge.apps import train as train_verb
 from fieldforge.apps.evaluate import evaluate
-from fieldforge.apps.run import RunDir, load_run
+from fieldforge.apps.run import RunDir
 from fieldforge.errors import FieldforgeError
 
 DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "nerf-synthetic-lego-200"
@@ -65,9 +65,7 @@ def machine() -> dict:
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
 
 
-def _size(run_dir: Path, device: str) -> dict:
-    method, _, _ = load_run(run_dir, device)
-    params = method.num_params()
+def _size(run_dir: Path, params: int) -> dict:
     return {"params": params, "model_mb": round(params * 4 / 2**20, 2),
             "checkpoint_mb": round(RunDir(run_dir).checkpoint.stat().st_size / 2**20, 2)}
 
@@ -91,7 +89,7 @@ def bench_method(name: str, data: str, minutes: list[float], test_images: int, r
                      "train_seconds": round(r["train_seconds"], 1),
                      "psnr": round(r["psnr"], 3), "ssim": round(r["ssim"], 4), "num_images": r["num_images"],
                      "rays_per_second": _rays_per_second(RunDir(run_dir)),
-                     "render_seconds_per_image": round(r["render_seconds_per_image"], 3), **_size(run_dir, device)})
+                     "render_seconds_per_image": round(r["render_seconds_per_image"], 3), **_size(run_dir, r["params"])})
         print(json.dumps(rows[-1]), flush=True)
         protocol = r["protocol"]
     return rows, protocol

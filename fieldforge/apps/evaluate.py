@@ -92,6 +92,7 @@ def evaluate(run_dir: str | Path, split: str = "test", max_images: int | None = 
         "steps": int(ckpt["step"]),
         "train_seconds": float(ckpt["train_seconds"]),
         "render_seconds_per_image": seconds / len(rows),
+        "params": method.num_params(),
     }
     if sub.cameras.times is not None:
         result["time_bins"] = time_bins(rows)

@@ -124,7 +124,7 @@ class KiloNeRFField(Field):
         sel = torch.nonzero(inside)[:, 0]
         sigma = flat_x.new_zeros(flat_x.shape[0], 1)
         rgb = None if d is None else flat_x.new_zeros(flat_x.shape[0], 3)
-        if sel.numel() == 0:
+        if sel.numel() == 0:  # keep the output in the graph so a loss on it can still backpropagate
             return sigma + 0 * self.sigma.bias.sum(), rgb
         gather, block_net, valid = self._blocks(nets[sel])
         pad = local.new_zeros(1, 3)

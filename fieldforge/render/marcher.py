@@ -121,9 +121,10 @@ def render_rays_passes(
             src = w if v is None else w * v
             acc[k] = acc.get(k, src.new_zeros(n_rays, src.shape[1])).index_add(0, r, src)
         log_t = log_t.index_add(0, r, sd.double())
-    if not acc:
-        z = o.new_zeros(n_rays, 1)
-        acc = {"rgb": o.new_zeros(n_rays, 3), "opacity": z, "depth_acc": z}
+    if not acc:  # no samples: the field on an empty batch names its channels
+        out = field(o[:0], dirs[:0], None if times is None else times[:0])
+        acc = {k: o.new_zeros(n_rays, v.shape[-1]) for k, v in out.items() if k != "density"}
+        acc["opacity"], acc["depth_acc"] = o.new_zeros(n_rays, 1), o.new_zeros(n_rays, 1)
     if background is not None:
         acc["rgb"] = acc["rgb"] + background.to(acc["rgb"]) * (1.0 - acc["opacity"])
     acc["depth"] = acc["depth_acc"] / acc["opacity"].clamp_min(1e-10)

@@ -39,6 +39,13 @@ def ray_aabb_intersect(origins: Tensor, directions: Tensor, aabb: Tensor) -> tup
 COARSE = 8  # lattice steps per coarse run of the empty-space skip
 
 
+def _expand(counts: Tensor) -> tuple[Tensor, Tensor]:
+    """Segment index and rank within its segment of every item of segments of ``counts`` items."""
+    total = int(counts.sum())
+    seg = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts, output_size=total)
+    return seg, torch.arange(total, device=counts.device) - (torch.cumsum(counts, 0) - counts)[seg]
+
+
 class OccupancyGrid(nn.Module):
     """Multi-level binary occupancy grid over an axis-aligned box (nerfacc semantics)."""
 
@@ -142,22 +149,16 @@ class OccupancyGrid(nn.Module):
     def _coarse_runs(self, o: Tensor, d: Tensor, near_p: Tensor, k0: Tensor, counts: Tensor,
                      dt: float) -> tuple[Tensor, Tensor]:
         """Per ray, the fine lattice split into runs of ``COARSE`` steps; drop runs whose fine
-        midpoints are all provably empty. Returns (ray index, first k) of the fine samples kept."""
-        n_rays = o.shape[0]
-        runs = (counts + COARSE - 1) // COARSE
-        total = int(runs.sum())
-        ray = torch.repeat_interleave(torch.arange(n_rays, device=o.device), runs, output_size=total)
-        j = torch.arange(total, device=o.device) - (torch.cumsum(runs, 0) - runs)[ray]
+        midpoints are all provably empty. Returns (ray index, lattice index k) of every fine sample kept."""
+        ray, j = _expand((counts + COARSE - 1) // COARSE)
         first = k0[ray] + j * COARSE
         length = torch.clamp(counts[ray] - j * COARSE, max=COARSE)
         # fine midpoints of a run lie within (length - 1) / 2 steps of the run's centre
         centre = near_p[ray] + (first + length / 2.0) * dt
         keep = self._lookup(self._dilated((COARSE - 1) / 2 * dt), o[ray] + centre[:, None] * d[ray])
         ray, first, length = ray[keep], first[keep], length[keep].long()
-        n_fine = int(length.sum())
-        run = torch.repeat_interleave(torch.arange(len(ray), device=o.device), length, output_size=n_fine)
-        k = first[run] + (torch.arange(n_fine, device=o.device) - (torch.cumsum(length, 0) - length)[run])
-        return ray[run], k
+        run, i = _expand(length)
+        return ray[run], first[run] + i
 
     # ----------------------------------------------------------------------------- sampling
     @torch.no_grad()
@@ -190,10 +191,8 @@ class OccupancyGrid(nn.Module):
         if self.levels == 1 and self.coarse_skip:
             ray_idx, k = self._coarse_runs(o, d, near_p, k0, counts, dt)
         else:
-            total = int(counts.sum())
-            ray_idx = torch.repeat_interleave(torch.arange(n_rays, device=o.device), counts, output_size=total)
-            offsets = torch.cumsum(counts, 0) - counts
-            k = (torch.arange(total, device=o.device) - offsets[ray_idx]).float() + k0[ray_idx]
+            ray_idx, i = _expand(counts)
+            k = i.float() + k0[ray_idx]
         t_starts = near_p[ray_idx] + k * dt
         t_mid = t_starts + 0.5 * dt
         x = o[ray_idx] + t_mid[:, None] * d[ray_idx]
