@@ -54,6 +54,11 @@ def d_ssim(pred: Tensor, target: Tensor) -> Tensor:
     return 1.0 - ssim(pred, target)
 
 
-def splat_loss(pred: Tensor, target: Tensor, ssim_lambda: float = 0.2) -> Tensor:
-    """(1 - lambda) L1 + lambda (1 - SSIM), the 3DGS / gsplat photometric loss."""
-    return (1 - ssim_lambda) * l1(pred, target) + ssim_lambda * d_ssim(pred, target)
+def l2(pred: Tensor, target: Tensor) -> Tensor:
+    return ((pred - target) ** 2).mean()
+
+
+def splat_loss(pred: Tensor, target: Tensor, ssim_lambda: float = 0.2, photo: str = "l1") -> Tensor:
+    """(1 - lambda) L_photo + lambda (1 - SSIM): the 3DGS / gsplat loss with ``photo="l1"``;
+    GauFRe uses ``"l2"`` early in training."""
+    return (1 - ssim_lambda) * {"l1": l1, "l2": l2}[photo](pred, target) + ssim_lambda * d_ssim(pred, target)

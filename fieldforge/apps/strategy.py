@@ -29,7 +29,10 @@ from fieldforge.render.raster_project import quat_to_rotmat
 def edit_params(model: GaussianModel, optimizers: dict[str, torch.optim.Optimizer],
                 param_fn: Callable[[str, Tensor], Tensor], state_fn: Callable[[Tensor], Tensor]) -> None:
     """Replace every parameter by ``param_fn(name, p)`` and each per-Gaussian optimizer state
-    tensor (Adam moments) by ``state_fn(v)``, keeping optimizer and model in step."""
+    tensor (Adam moments) by ``state_fn(v)``, keeping optimizer and model in step. The model's
+    non-learned per-Gaussian buffers (``model.PER_GAUSSIAN``) go through ``param_fn`` too."""
+    for name in model.PER_GAUSSIAN:
+        setattr(model, name, param_fn(name, getattr(model, name)))
     for name, p in model.params().items():
         new = nn.Parameter(param_fn(name, p.detach()))
         opt = optimizers[name]

@@ -72,13 +72,16 @@ class DeformationMLP(nn.Module):
 
     def deform(self, means: Tensor, log_scales: Tensor, quats: Tensor, t: Tensor | float,
                dynamic: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Means, log-scales and unit quaternions at time ``t``; Gaussians with ``dynamic`` [N]
-        False keep their canonical values (the static cloud)."""
-        d_mu, d_s, dq = self(means, t)
+        """Means, log-scales and unit quaternions at time ``t`` (a number); Gaussians with
+        ``dynamic`` [N] False keep their canonical values (the static cloud). The MLP runs on
+        the dynamic Gaussians only."""
+        q = torch.nn.functional.normalize(quats, dim=-1)
+        idx = torch.nonzero(dynamic).squeeze(1)
+        if len(idx) == 0:
+            return means, log_scales, q
+        d_mu, d_s, dq = self(means[idx], t)
         if self.rotation == "identity":
             dq = dq + dq.new_tensor([1.0, 0.0, 0.0, 0.0])
         dq = torch.nn.functional.normalize(dq, dim=-1)
-        q_t = torch.nn.functional.normalize(quat_multiply(quats, dq), dim=-1)
-        m = dynamic.to(means.dtype)[:, None]
-        canonical_q = torch.nn.functional.normalize(quats, dim=-1)
-        return (means + m * d_mu, log_scales + m * d_s, m * q_t + (1 - m) * canonical_q)
+        q_t = torch.nn.functional.normalize(quat_multiply(q[idx], dq), dim=-1)
+        return means.index_add(0, idx, d_mu), log_scales.index_add(0, idx, d_s), q.index_copy(0, idx, q_t)

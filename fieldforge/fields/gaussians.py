@@ -5,6 +5,9 @@ Stored (as in gsplat / Inria checkpoints and the 3DGS .ply): ``means`` [N, 3] wo
 renderer normalises); ``opacities`` [N] logits (activation sigmoid); ``sh0`` [N, 1, 3] DC and
 ``shN`` [N, K-1, 3] higher-order SH coefficients, K = (sh_degree + 1)^2. The rendered colour
 is max(SH(dir) + 0.5, 0), so an RGB colour c has DC coefficient (c - 0.5) / Y_0.
+
+Subclasses may carry non-learned per-Gaussian tensors (named in ``PER_GAUSSIAN``, first axis N);
+densification edits them together with the parameters (clone and split copy them to children).
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ def knn_mean_distance(points: Tensor, k: int = 3) -> Tensor:
 
 class GaussianModel(nn.Module):
     """N Gaussians with SH colour up to ``sh_degree``; parameters are ``nn.Parameter``s."""
+
+    PER_GAUSSIAN: tuple[str, ...] = ()  # non-learned per-Gaussian buffers (see module docstring)
 
     def __init__(self, n: int = 0, sh_degree: int = 3):
         super().__init__()
@@ -92,10 +97,13 @@ class GaussianModel(nn.Module):
         return torch.cat([self.sh0, self.shN], 1)
 
     def render(self, viewmats: Tensor, Ks: Tensor, width: int, height: int, sh_degree: int | None = None,
-               backgrounds: Tensor | None = None, render_mode: str = "RGB", **kwargs):
+               backgrounds: Tensor | None = None, render_mode: str = "RGB",
+               geometry: tuple[Tensor, Tensor, Tensor] | None = None, **kwargs):
         """:func:`fieldforge.render.rasterize.rasterize` with activated parameters; ``sh_degree``
-        (None = the model's) may be lower during training."""
+        (None = the model's) may be lower during training. ``geometry`` = (means, log-scales,
+        quats) replaces the stored ones (e.g. Gaussians deformed to a time)."""
         degree = self.sh_degree if sh_degree is None else sh_degree
-        return rasterize(self.means, self.quats, self.activated_scales(), self.activated_opacities(), self.sh(),
+        means, log_scales, quats = geometry if geometry is not None else (self.means, self.scales, self.quats)
+        return rasterize(means, quats, torch.exp(log_scales), self.activated_opacities(), self.sh(),
                          viewmats, Ks, width, height, sh_degree=degree, backgrounds=backgrounds,
                          render_mode=render_mode, **kwargs)

@@ -129,15 +129,12 @@ class SplatMethod(Method):
             gt = gt[..., :3] * gt[..., 3:] + bg * (1 - gt[..., 3:])
         degree = min(step // cfg.sh_degree_interval, cfg.sh_degree)
         img, alpha, meta = self.model.render(viewmat, K, W, H, sh_degree=degree, backgrounds=bg[None],
-                                             tile_size=cfg.tile_size)
+                                             tile_size=cfg.tile_size, geometry=self._geometry(self.cameras, i, step))
         meta["means2d"].retain_grad()
         meta["n_cameras"] = 1
-        loss = splat_loss(img[0], gt, cfg.ssim_lambda)
+        loss = self._loss(img[0], gt, step)
         loss.backward()
-        self.optimizers["means"].param_groups[0]["lr"] = self._lrs()["means"] * 0.01 ** (min(step, cfg.steps) / cfg.steps)
-        for opt in self.optimizers.values():
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+        self._step_optimizers(step)
         self.strategy.step_post_backward(self.model, self.optimizers, self.strategy_state, step, meta,
                                          self.scene_scale, self.generator)
         with torch.no_grad():
@@ -145,11 +142,27 @@ class SplatMethod(Method):
         return {"loss": float(loss.detach()), "psnr": -10 * math.log10(max(mse, 1e-10)), "rays": W * H,
                 "gaussians": len(self.model)}
 
+    def _geometry(self, cameras: Cameras, i: int, step: int | None) -> tuple[Tensor, Tensor, Tensor] | None:
+        """Gaussian geometry for camera ``i`` (None: the stored one); ``step`` None when rendering."""
+        return None
+
+    def _loss(self, pred: Tensor, target: Tensor, step: int) -> Tensor:
+        return splat_loss(pred, target, self.config.ssim_lambda)
+
+    def _step_optimizers(self, step: int) -> None:
+        cfg = self.config
+        self.optimizers["means"].param_groups[0]["lr"] = self._lrs()["means"] * 0.01 ** (min(step, cfg.steps) / cfg.steps)
+        for opt in self.optimizers.values():
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
     @torch.no_grad()
     def render(self, cameras: Cameras, background: Tensor) -> dict[str, Tensor]:
-        viewmat, K, W, H = self._viewmat(cameras.to(self.device), 0)
+        cameras = cameras.to(self.device)
+        viewmat, K, W, H = self._viewmat(cameras, 0)
         out, alpha, _ = self.model.render(viewmat, K, W, H, backgrounds=background.to(self.device).reshape(1, 3),
-                                          render_mode="RGB+ED", tile_size=self.config.tile_size)
+                                          render_mode="RGB+ED", tile_size=self.config.tile_size,
+                                          geometry=self._geometry(cameras, 0, None))
         return {"rgb": out[0, ..., :3].clamp(0, 1), "depth": out[0, ..., 3:], "opacity": alpha[0]}
 
     def state_dict(self, *args, **kwargs) -> dict:
