@@ -14,6 +14,7 @@ from fieldforge.apps.methods import get_method
 from fieldforge.apps.methods.teacher import Teacher
 from fieldforge.apps.run import RunDir, load_scene, resolve_device
 from fieldforge.apps.trainer import train
+from fieldforge.apps.viewer import add_live_arguments, live_viewer
 from fieldforge.errors import FieldforgeError
 
 
@@ -34,6 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="distil from this trained field run first (field methods; see `fieldforge distill`)")
     p.add_argument("--checkpoint-seconds", type=float, default=60.0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_live_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     method = cls(method_cfg, scene.split("train"), device)
     out.mkdir(parents=True, exist_ok=True)
     save_config(rd.config, cfg, method_cfg)
-    summary = train(method, rd, cfg, total, resume=args.resume, quiet=args.quiet)
+    with live_viewer(args, method, scene, rd) as on_step:
+        summary = train(method, rd, cfg, total, resume=args.resume, quiet=args.quiet, on_step=on_step)
     print(json.dumps({"run": str(out), **summary}))
     return 0

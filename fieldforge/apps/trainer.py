@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -36,8 +37,10 @@ def restore_checkpoint(run: RunDir, method: Method) -> tuple[int, float]:
 
 
 def train(method: Method, run: RunDir, cfg: TrainConfig, total_steps: int, resume: bool = False,
-          quiet: bool = False) -> dict:
-    """Train ``method`` up to ``total_steps`` (the run's total). Returns a summary dict."""
+          quiet: bool = False, on_step: Callable[[int, Method], None] | None = None) -> dict:
+    """Train ``method`` up to ``total_steps`` (the run's total). Returns a summary dict.
+    ``on_step(step, method)`` runs after each step (``step`` = steps done); it may block (the
+    live viewer's pause), which does not count as training time."""
     start, train_seconds = 0, 0.0
     if resume and run.checkpoint.is_file():
         start, train_seconds = restore_checkpoint(run, method)
@@ -81,6 +84,8 @@ def train(method: Method, run: RunDir, cfg: TrainConfig, total_steps: int, resum
             if time.perf_counter() - last_ckpt >= cfg.checkpoint_seconds:
                 save_checkpoint(run, method, step, train_seconds)
                 last_ckpt = time.perf_counter()
+            if on_step is not None:
+                on_step(step, method)
     bar.close()
     save_checkpoint(run, method, step, train_seconds)
     return {"step": step, "train_seconds": train_seconds, "stopped_by": stopped}
