@@ -1,15 +1,24 @@
 """``fieldforge export``: write a trained run in a standard interchange format.
 
-    fieldforge export RUN --format splat-ply|points|cameras -o OUT [--force]
+    fieldforge export RUN --format mesh|pointcloud|splat-ply|points|cameras -o OUT [--force]
 
-- ``splat-ply``: a ``splat`` run's Gaussians as the standard 3DGS .ply (:mod:`fieldforge.fields.splat_ply`).
-- ``points``: a ``splat`` run's Gaussian centres coloured by their SH DC term, as a plain
-  x y z red green blue .ply point cloud (trimesh).
-- ``cameras``: the run's training cameras as a camera-path JSON (OpenCV convention) that
-  ``fieldforge render --path`` reads back.
+- ``mesh`` (.ply or .obj): marching cubes of a field run's density on a grid over the field's
+  box, coloured by the field (:mod:`fieldforge.apps.export_mesh`); ``--resolution`` cells on
+  the longest axis, ``--threshold`` density (default ln 2 / voxel size: a voxel-thick slab 50%
+  opaque), ``--clean`` removes small components and degenerate triangles (open3d). Splat runs
+  are refused (they have no density field): export their ``pointcloud`` or ``splat-ply``.
+- ``pointcloud`` (.ply): rendered depth of the training cameras (``--num-views`` of them, at
+  ``--downscale``) unprojected where the opacity exceeds 0.5, coloured by the rendered rgb;
+  any method (:mod:`fieldforge.apps.export_points`). ``--max-points`` subsamples at random.
+- ``splat-ply`` (.ply): the standard 3DGS .ply (:mod:`fieldforge.fields.splat_ply`); a
+  ``splat`` run's Gaussians exactly, any other run by an approximate conversion of its
+  ``pointcloud`` (one isotropic Gaussian per pixel footprint).
+- ``points`` (.ply): a ``splat`` run's Gaussian centres coloured by their SH DC term (trimesh).
+- ``cameras`` (.json): the run's training cameras as a camera-path JSON (OpenCV convention)
+  that ``fieldforge render --path`` reads back.
 
-Files are written to a temporary name beside OUT and renamed, so an interrupted export never
-leaves half a file; an existing OUT is kept unless ``--force`` is given.
+Files are written to a temporary name beside OUT and renamed, so an interrupted or failed
+export never leaves half a file; an existing OUT is kept unless ``--force`` is given.
 """
 
 from __future__ import annotations
@@ -20,46 +29,101 @@ from pathlib import Path
 
 import numpy as np
 
+from fieldforge.apps.export_mesh import clean_mesh, extract_mesh, rgba8
+from fieldforge.apps.export_points import (gaussians_of, pick_views, points_to_gaussians, render_points,
+                                           subsample)
 from fieldforge.apps.run import load_run
 from fieldforge.errors import FieldforgeError
+from fieldforge.fields.base import Field
 from fieldforge.fields.gaussians import SH_C0
+
+
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+    return parse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run directory (from fieldforge train)")
     p.add_argument("--format", required=True, choices=sorted(FORMATS), help="what to write")
-    p.add_argument("-o", "--output", required=True, help="output file")
+    p.add_argument("-o", "--output", required=True, help="output file (suffix: see the format)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    g = p.add_argument_group("mesh")
+    g.add_argument("--resolution", type=_positive(int), default=256, help="grid cells on the longest axis")
+    g.add_argument("--threshold", type=float, default=None,
+                   help="density level (1/world units; default ln 2 / voxel size)")
+    g.add_argument("--clean", action="store_true", help="drop small components and degenerate triangles (open3d)")
+    g.add_argument("--time", type=float, default=None, help="time in [0, 1] for dynamic fields")
+    g = p.add_argument_group("pointcloud and field splat-ply")
+    g.add_argument("--num-views", type=_positive(int), default=None, help="training cameras to render (default all)")
+    g.add_argument("--downscale", type=_positive(float), default=1.0, help="render at 1/downscale resolution")
+    g.add_argument("--max-points", type=_positive(int), default=None, help="random subsample to at most this many")
+    p.error = lambda message: p.exit(2, f"{p.prog}: error: {message}\n")  # one line, no usage block
 
 
 def _splat_model(method, run: str):
-    model = getattr(method, "model", None)
-    if model is None or not hasattr(model, "means"):
-        raise FieldforgeError(f"{run}: method {method.name!r} has no Gaussians (splat-ply and points need a splat run)")
+    model = gaussians_of(method)
+    if model is None:
+        raise FieldforgeError(f"{run}: method {method.name!r} has no Gaussians (points needs a splat run)")
     return model
 
 
-def _splat_ply(method, run: str, tmp: Path) -> str:
-    from fieldforge.fields import splat_ply
+def _rendered_points(method, args: argparse.Namespace) -> dict:
+    cams = method.cameras.to("cpu")
+    cams = cams[pick_views(len(cams), args.num_views).tolist()].scaled(1.0 / args.downscale)
+    points = subsample(render_points(method, cams), args.max_points)
+    if not len(points["xyz"]):
+        raise FieldforgeError(f"{args.run}: no rendered pixel has opacity > 0.5; nothing to export")
+    return points
 
-    n = splat_ply.write(tmp, _splat_model(method, run))
-    return f"{n} Gaussians"
+
+def _mesh(method, args: argparse.Namespace, tmp: Path) -> str:
+    field = getattr(method, "field", None)
+    if not isinstance(field, Field):
+        raise FieldforgeError(f"{args.run}: method {method.name!r} has no density field to mesh "
+                              "(export pointcloud or splat-ply instead)")
+    mesh = extract_mesh(field, args.resolution, args.threshold, args.time)
+    if args.clean:
+        mesh = clean_mesh(mesh)
+    mesh.export(tmp)
+    return f"{len(mesh.vertices)} vertices, {len(mesh.faces)} faces"
 
 
-def _points(method, run: str, tmp: Path) -> str:
+def _pointcloud(method, args: argparse.Namespace, tmp: Path) -> str:
     import trimesh
 
-    model = _splat_model(method, run)
+    points = _rendered_points(method, args)
+    cloud = trimesh.PointCloud(points["xyz"].numpy(), colors=rgba8(points["rgb"].numpy()))
+    tmp.write_bytes(cloud.export(file_type="ply"))
+    return f"{len(points['xyz'])} points"
+
+
+def _splat_ply(method, args: argparse.Namespace, tmp: Path) -> str:
+    from fieldforge.fields import splat_ply
+
+    model = gaussians_of(method)
+    if model is not None:
+        return f"{splat_ply.write(tmp, model)} Gaussians"
+    n = splat_ply.write(tmp, points_to_gaussians(_rendered_points(method, args)))
+    return f"{n} Gaussians, approximate conversion from rendered depth"
+
+
+def _points(method, args: argparse.Namespace, tmp: Path) -> str:
+    import trimesh
+
+    model = _splat_model(method, args.run)
     xyz = model.means.detach().cpu().numpy()
-    rgb = (0.5 + SH_C0 * model.sh0.detach().reshape(len(xyz), 3).cpu().numpy()).clip(0, 1)
+    rgb = 0.5 + SH_C0 * model.sh0.detach().reshape(len(xyz), 3).cpu().numpy()
     ok = np.isfinite(xyz).all(1)
-    colors = np.concatenate([rgb[ok] * 255, np.full((int(ok.sum()), 1), 255.0)], 1).round().astype(np.uint8)
-    with open(tmp, "wb") as f:
-        f.write(trimesh.PointCloud(xyz[ok], colors=colors).export(file_type="ply"))
+    tmp.write_bytes(trimesh.PointCloud(xyz[ok], colors=rgba8(rgb[ok])).export(file_type="ply"))
     return f"{int(ok.sum())} points"
 
 
-def _cameras(method, run: str, tmp: Path) -> str:
+def _cameras(method, args: argparse.Namespace, tmp: Path) -> str:
     from fieldforge.render.paths import save_path
 
     cams = method.cameras.to("cpu")
@@ -67,11 +131,16 @@ def _cameras(method, run: str, tmp: Path) -> str:
     return f"{len(cams)} cameras"
 
 
-FORMATS = {"splat-ply": _splat_ply, "points": _points, "cameras": _cameras}
+FORMATS = {"mesh": _mesh, "pointcloud": _pointcloud, "splat-ply": _splat_ply, "points": _points,
+           "cameras": _cameras}
+SUFFIXES = {"mesh": (".ply", ".obj"), "pointcloud": (".ply",), "splat-ply": (".ply",), "points": (".ply",),
+            "cameras": (".json",)}
 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
+    if out.suffix.lower() not in SUFFIXES[args.format]:
+        raise FieldforgeError(f"{out}: --format {args.format} writes {' or '.join(SUFFIXES[args.format])} files")
     if out.exists() and not args.force:
         raise FieldforgeError(f"{out}: already exists (pass --force to overwrite)")
     if not out.parent.is_dir():
@@ -79,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     method, _, _ = load_run(args.run)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}{out.suffix}")
     try:
-        what = FORMATS[args.format](method, args.run, tmp)
+        what = FORMATS[args.format](method, args, tmp)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

@@ -9,6 +9,8 @@ A method owns its model(s), optimisers and schedulers. The trainer only calls:
   "rays" (rays or pixels processed, for rays/s) and anything else worth logging;
 - ``render(cameras, background) -> dict``: render camera 0 of ``cameras`` at its size;
   returns "rgb" [H, W, 3], "depth" [H, W, 1], "opacity" [H, W, 1] and any extra channels;
+  ``depth`` (class attribute) says what "depth" is: "ray" = distance along the unit ray
+  (ray marchers), "z" = camera-space z (rasterizers);
 - ``state_dict()`` / ``load_state_dict()``: everything needed to continue training exactly
   (model, optimisers, schedulers, method RNG). Tensors, numbers, strings, lists and dicts
   only, so checkpoints load with ``torch.load(weights_only=True)``.
@@ -38,6 +40,7 @@ class MethodConfig:
 class Method(nn.Module):
     name: ClassVar[str] = ""
     Config: ClassVar[type] = MethodConfig
+    depth: ClassVar[str] = "ray"
 
     def __init__(self, config: Any, scene: Scene, device: torch.device):
         super().__init__()

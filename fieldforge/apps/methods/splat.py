@@ -64,6 +64,7 @@ def scene_scale(cameras: Cameras) -> float:
 class SplatMethod(Method):
     name = "splat"
     Config = SplatConfig
+    depth = "z"
 
     def __init__(self, config: SplatConfig, scene: Scene, device: torch.device):
         super().__init__(config, scene, device)
