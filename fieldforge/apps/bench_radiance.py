@@ -46,6 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", default="nerf", help="teacher: a method benchmarked earlier, or a run directory")
     p.add_argument("--minutes", default="2,5,10", help="comma-separated training times to evaluate at")
     p.add_argument("--test-images", type=int, default=25, help="evenly spaced test views per evaluation")
+    p.add_argument("--downscale", type=int, default=1, help="downscale images by N on load (train and eval)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="method option override applied to every method (repeatable)")
     p.add_argument("--runs", default="benchmarks/runs/radiance", help="folder for the run directories")
@@ -71,7 +72,7 @@ def _size(run_dir: Path, params: int) -> dict:
 
 
 def bench_method(name: str, data: str, minutes: list[float], test_images: int, runs: Path, device: str,
-                 overrides: list[str], teacher: str | None = None) -> tuple[list[dict], dict]:
+                 overrides: list[str], teacher: str | None = None, downscale: int = 1) -> tuple[list[dict], dict]:
     run_dir = runs / name
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -79,7 +80,8 @@ def bench_method(name: str, data: str, minutes: list[float], test_images: int, r
     train_verb.add_arguments(parser)
     rows = []
     for i, m in enumerate(minutes):
-        argv = [data, "--method", name, "--out", str(run_dir), "--minutes", str(m), "--device", device, "--quiet"]
+        argv = [data, "--method", name, "--out", str(run_dir), "--minutes", str(m), "--device", device, "--quiet",
+                "--downscale", str(downscale)]
         argv += ["--resume"] if i else sum((["--set", o] for o in overrides), [])
         if teacher and not i:
             argv += ["--teacher", teacher]
@@ -125,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     rows, protocol = [], {}
     for name in methods:
         r, protocol = bench_method(name, args.data, minutes, args.test_images, Path(args.runs), args.device,
-                                   args.overrides, teacher_run if name in distilled else None)
+                                   args.overrides, teacher_run if name in distilled else None, args.downscale)
         rows += r
     print(f"\n{'method':<9} {'min':>5} {'steps':>6} {'PSNR':>7} {'SSIM':>6} {'rays/s':>8} {'render s/img':>12} "
           f"{'params':>10} {'ckpt MB':>8}")
@@ -140,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
                                                                           ("distill", args.distill),
                                                                           ("teacher", args.teacher),
                                                                           ("minutes", args.minutes),
-                                                                          ("test_images", args.test_images)))},
+                                                                          ("test_images", args.test_images),
+                                                                          ("downscale", args.downscale)))},
               "rows": rows}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
