@@ -24,14 +24,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 from pathlib import Path
 
-import torch
-
-from fieldforge.apps import train as train_verb
+from fieldforge.apps.bench_runs import machine, parse_minutes, train_budget
 from fieldforge.apps.evaluate import evaluate
 from fieldforge.apps.run import RunDir
 from fieldforge.errors import FieldforgeError
@@ -61,11 +57,6 @@ def _rays_per_second(run: RunDir) -> float | None:
     return lines[-1].get("rays_per_second") if lines else None
 
 
-def machine() -> dict:
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
-
-
 def _size(run_dir: Path, params: int) -> dict:
     return {"params": params, "model_mb": round(params * 4 / 2**20, 2),
             "checkpoint_mb": round(RunDir(run_dir).checkpoint.stat().st_size / 2**20, 2)}
@@ -76,16 +67,10 @@ def bench_method(name: str, data: str, minutes: list[float], test_images: int, r
     run_dir = runs / name
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    parser = argparse.ArgumentParser()
-    train_verb.add_arguments(parser)
     rows = []
-    for i, m in enumerate(minutes):
-        argv = [data, "--method", name, "--out", str(run_dir), "--minutes", str(m), "--device", device, "--quiet",
-                "--downscale", str(downscale)]
-        argv += ["--resume"] if i else sum((["--set", o] for o in overrides), [])
-        if teacher and not i:
-            argv += ["--teacher", teacher]
-        train_verb.run(parser.parse_args(argv))
+    for m in minutes:  # the first budget starts the run, the next ones resume it
+        train_budget(run_dir, data, name, minutes=m, device=device, overrides=overrides, downscale=downscale,
+                     teacher=teacher)
         r = evaluate(run_dir, "test", test_images, device, write_images=False)
         rows.append({"method": name, "teacher": teacher, "minutes": m, "steps": r["steps"],
                      "train_seconds": round(r["train_seconds"], 1),
@@ -115,12 +100,7 @@ def _teacher_run(teacher: str, methods: list[str], distilled: set[str], runs: Pa
 def run(args: argparse.Namespace) -> int:
     if not Path(args.data).exists():
         raise FieldforgeError(f"{args.data}: dataset not found (pass --data)")
-    try:
-        minutes = sorted(float(m) for m in args.minutes.split(","))
-    except ValueError:
-        raise FieldforgeError(f"--minutes {args.minutes!r}: expected comma-separated numbers") from None
-    if not minutes or minutes[0] <= 0:
-        raise FieldforgeError("--minutes: training times must be positive")
+    minutes = parse_minutes(args.minutes)
     methods = [m for m in args.methods.split(",") if m]
     distilled = {m for m in args.distill.split(",") if m}
     teacher_run = _teacher_run(args.teacher, methods, distilled, Path(args.runs))
