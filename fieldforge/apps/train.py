@@ -1,14 +1,21 @@
-"""``fieldforge train [DATA] --method M --out RUN``: train a method on a scene."""
+"""``fieldforge train [DATA] --method M --out RUN``: train a method on a scene.
+
+``--nproc N`` (or launching ``fieldforge train`` with ``torchrun --nproc-per-node N``) trains one
+scene on N ranks with DistributedDataParallel (field methods): each rank draws batch / N rays,
+gradients are averaged, rank 0 writes the run; see :mod:`fieldforge.apps.distributed`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
 
 import torch
 
+from fieldforge.apps import distributed
 from fieldforge.apps.config import TrainConfig, apply_overrides, from_dict, read_config, save_config
 from fieldforge.apps.methods import get_method
 from fieldforge.apps.methods.teacher import Teacher
@@ -35,10 +42,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="distil from this trained field run first (field methods; see `fieldforge distill`)")
     p.add_argument("--checkpoint-seconds", type=float, default=60.0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="train on N local processes with DistributedDataParallel (field methods; same total batch)")
     add_live_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    return distributed.run_ranks(args.nproc, _run_rank, args)
+
+
+def _run_rank(args: argparse.Namespace) -> int:
+    """Train as this process's rank (the only one without --nproc / torchrun)."""
     out = Path(args.out or f"runs/{args.method}")
     rd = RunDir(out)
     if args.resume:
@@ -73,9 +87,12 @@ def run(args: argparse.Namespace) -> int:
     scene = load_scene(cfg)
     device = resolve_device(cfg.device)
     method = cls(method_cfg, scene.split("train"), device)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(rd.config, cfg, method_cfg)
-    with live_viewer(args, method, scene, rd) as on_step:
+    distributed.replicate(method)  # a collective: all ranks have read config.json before rank 0 rewrites it
+    if distributed.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(rd.config, cfg, method_cfg)
+    with live_viewer(args, method, scene, rd) if distributed.is_main() else contextlib.nullcontext() as on_step:
         summary = train(method, rd, cfg, total, resume=args.resume, quiet=args.quiet, on_step=on_step)
-    print(json.dumps({"run": str(out), **summary}))
+    if distributed.is_main():
+        print(json.dumps({"run": str(out), **summary}))
     return 0

@@ -4,12 +4,17 @@ Exact resume: a checkpoint holds the method state (model, optimisers, schedulers
 generators), the global torch RNG state, the step and the training seconds so far. Resuming
 from the checkpoint of step k and training to N gives the same parameters as an
 uninterrupted run to N (on the same device and torch build).
+
+Data-parallel (several ranks, :mod:`fieldforge.apps.distributed`): every rank runs this loop;
+rank 0 alone writes the log, checkpoints and progress bar; the checkpoint also holds every
+rank's own state (``"ranks"``); the checkpoint and minutes-budget decisions are rank 0's.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +22,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from fieldforge.apps import distributed
 from fieldforge.apps.checkpoint import load_safe, save_atomic
 from fieldforge.apps.config import TrainConfig
 from fieldforge.apps.methods.base import Method
@@ -25,14 +31,20 @@ from fieldforge.errors import FieldforgeError
 
 
 def save_checkpoint(run: RunDir, method: Method, step: int, train_seconds: float) -> None:
-    save_atomic({"step": step, "train_seconds": train_seconds, "method": method.state_dict(),
-                 "torch_rng": torch.get_rng_state()}, run.checkpoint)
+    """Rank 0 writes; with several ranks every rank must call it (it gathers their states)."""
+    state = {"step": step, "train_seconds": train_seconds, "method": method.state_dict(),
+             "torch_rng": torch.get_rng_state()}
+    if distributed.world_size() > 1:
+        state["ranks"] = distributed.gather_rank_states(method)
+    if distributed.is_main():
+        save_atomic(state, run.checkpoint)
 
 
 def restore_checkpoint(run: RunDir, method: Method) -> tuple[int, float]:
     state = load_safe(run.checkpoint, map_location=method.device)
     method.load_state_dict(state["method"])
     torch.set_rng_state(state["torch_rng"].cpu())
+    distributed.load_rank_states(method, state.get("ranks"))
     return int(state["step"]), float(state["train_seconds"])
 
 
@@ -52,11 +64,12 @@ def train(method: Method, run: RunDir, cfg: TrainConfig, total_steps: int, resum
     budget = None if cfg.minutes is None else cfg.minutes * 60.0
     step = start
     rays_total, t_loop = 0.0, time.perf_counter()
-    bar = tqdm(total=total_steps, initial=start, disable=quiet, dynamic_ncols=True, desc=f"train {method.name}")
+    bar = tqdm(total=total_steps, initial=start, disable=quiet or not distributed.is_main(), dynamic_ncols=True,
+               desc=f"train {method.name}")
     stopped = "steps"
-    with run.log.open("a") as log:
+    with run.log.open("a") if distributed.is_main() else open(os.devnull, "w") as log:
         while step < total_steps:
-            if budget is not None and train_seconds >= budget:
+            if distributed.agree(budget is not None and train_seconds >= budget):
                 stopped = "minutes"
                 break
             t0 = time.perf_counter()
@@ -81,7 +94,7 @@ def train(method: Method, run: RunDir, cfg: TrainConfig, total_steps: int, resum
                 log.write(json.dumps({"step": step, "train_seconds": round(train_seconds, 3), "rays_per_second": rps,
                                       **{k: float(v) for k, v in metrics.items()}}) + "\n")
                 log.flush()
-            if time.perf_counter() - last_ckpt >= cfg.checkpoint_seconds:
+            if distributed.agree(time.perf_counter() - last_ckpt >= cfg.checkpoint_seconds):
                 save_checkpoint(run, method, step, train_seconds)
                 last_ckpt = time.perf_counter()
             if on_step is not None:

@@ -15,6 +15,10 @@ A method owns its model(s), optimisers and schedulers. The trainer only calls:
   (model, optimisers, schedulers, method RNG). Tensors, numbers, strings, lists and dicts
   only, so checkpoints load with ``torch.load(weights_only=True)``.
 
+Optional, for ``train --nproc`` (:mod:`fieldforge.apps.distributed`): ``distribute()`` switches
+the method to data-parallel (methods without it are refused), ``rank_state()`` /
+``load_rank_state()`` save and restore a rank's own state (its ray generator).
+
 Adding a method: subclass, set ``name`` and ``Config``, and decorate with :func:`register`.
 """
 

@@ -3,7 +3,9 @@
 One step: update the occupancy grid (every ``grid_every`` steps), draw a batch of random
 training pixels (one torch.Generator, saved in the state), march, composite against the
 training background, MSE loss, Adam step. The batch size adapts so that the number of
-samples per step stays near ``target_samples`` (nerfacc's dynamic batch).
+samples per step stays near ``target_samples`` (nerfacc's dynamic batch). Trained data-parallel
+(``--nproc N``, :meth:`RadianceMethod.distribute`), each rank draws its share of that batch
+with its own generator and the sample count steering the batch size is summed over the ranks.
 
 Distillation (``teacher`` = a trained field run): the first ``distill_steps`` steps regress
 the teacher's colour and alpha (see :mod:`fieldforge.apps.methods.teacher`) instead of the
@@ -15,17 +17,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from fieldforge.apps import distributed
 from fieldforge.apps.methods.base import Method, MethodConfig, register
 from fieldforge.apps.methods.teacher import Teacher
 from fieldforge.errors import FieldforgeError
 from fieldforge.fields.base import Field
 from fieldforge.render.marcher import render_camera, render_rays
 from fieldforge.render.occupancy import OccupancyGrid
-from fieldforge.render.rays import pixel_rays
+from fieldforge.render.rays import Rays, pixel_rays
 from fieldforge.scenes import Cameras, Scene, background_rgb
 
 
@@ -87,6 +92,7 @@ class RadianceMethod(Method):
         gamma = config.lr_final_factor ** (1.0 / max(config.steps, 1))
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma)
         self._teacher: tuple[Teacher, ...] = ()  # loaded on the first distillation step, never saved
+        self._ddp: tuple[torch.nn.Module, ...] = ()  # the DDP wrapper when training data-parallel, never saved
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         c = self.config
@@ -94,6 +100,28 @@ class RadianceMethod(Method):
         return torch.optim.Adam(self.field.parameters(), lr=c.lr, eps=c.eps, weight_decay=c.weight_decay, fused=True)
 
     # ------------------------------------------------------------------ training
+    def distribute(self) -> None:
+        """Train data-parallel on the current process group (:mod:`fieldforge.apps.distributed`):
+        each rank marches its share of the ray batch, drawn from its own generator seeded by its
+        rank; DDP averages the field's gradients; grid updates are broadcast from rank 0."""
+        self.load_rank_state(None)
+        self._ddp = (distributed.data_parallel(self.field),)
+
+    def rank_state(self) -> dict:
+        """The state that differs between ranks: the generator of rays, backgrounds and jitter."""
+        return {"generator": self.generator.get_state()}
+
+    def load_rank_state(self, state: dict | None) -> None:
+        """Restore :meth:`rank_state`; None: this rank's fresh generator (seeded by its rank)."""
+        if state is None:
+            self.generator.manual_seed(distributed.rank())
+        else:
+            self.generator.set_state(state["generator"].cpu() if self.device.type == "cpu" else state["generator"])
+
+    def _objective(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, run as DDP's forward when training data-parallel."""
+        return self._ddp[0](fn, *args, **kwargs) if self._ddp else fn(*args, **kwargs)
+
     def _batch(self, n: int) -> tuple:
         idx = torch.randint(int(self.offsets[-1]), (n,), generator=self.generator, device=self.device)
         cam = torch.searchsorted(self.offsets, idx, right=True) - 1
@@ -130,12 +158,22 @@ class RadianceMethod(Method):
         teacher = self._teacher[0]
         if step == 0:
             teacher.init_occupancy(self.estimator, self.step_size, self.config.occ_thre)
-        loss = teacher.loss(self.field, self.estimator, self.config.distill_batch, self.step_size, self.generator)
+            distributed.broadcast_state(self.estimator)
+        n, frac = distributed.share(self.config.distill_batch)
+        loss = self._objective(teacher.loss, self.field, self.estimator, n, self.step_size, self.generator)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * (frac * distributed.world_size())).backward()  # DDP averages: each point weighs 1 / batch
         self.optimizer.step()
         self.scheduler.step()
-        return {"loss": float(loss.detach()), "distill": 1.0}
+        return {"loss": distributed.all_sum(float(loss.detach()) * frac)[0], "distill": 1.0}
+
+    def _train_forward(self, rays: Rays, background: Tensor) -> tuple[dict[str, Tensor], Tensor | None]:
+        """The differentiable part of an image step: the marched batch and the regulariser."""
+        c = self.config
+        out = render_rays(self.field, self.estimator, rays, background, self.step_size, self.near, self.far,
+                          stratified=True, early_stop_eps=c.early_stop_eps, alpha_thre=c.alpha_thre,
+                          generator=self.generator)
+        return out, self.regularizer()
 
     def train_step(self, step: int) -> dict[str, float]:
         c = self.config
@@ -144,27 +182,28 @@ class RadianceMethod(Method):
         self.estimator.update_every_n_steps(
             step, self._occupancy_eval, occ_thre=c.occ_thre,
             warmup_steps=c.grid_warmup, n=c.grid_every)
-        rays, px = self._batch(self.batch_rays)
+        if step % c.grid_every == 0:
+            distributed.broadcast_state(self.estimator)  # every rank keeps rank 0's grid
+        batch = self.batch_rays
+        n, frac = distributed.share(batch)  # this rank's rays
+        rays, px = self._batch(n)
         bg = self._train_background(len(rays))
         if px.shape[-1] == 4:
             gt = px[:, :3] * px[:, 3:] + bg * (1 - px[:, 3:])
         else:
             gt = px
-        out = render_rays(self.field, self.estimator, rays, bg, self.step_size, self.near, self.far,
-                          stratified=True, early_stop_eps=c.early_stop_eps, alpha_thre=c.alpha_thre,
-                          generator=self.generator)
+        out, reg = self._objective(self._train_forward, rays, bg)
         mse_t = torch.mean((out["rgb"] - gt) ** 2)
-        reg = self.regularizer()
-        loss = mse_t if reg is None else mse_t + reg
+        weight = frac * distributed.world_size()  # DDP averages over ranks: each ray weighs 1 / batch
+        loss = mse_t * weight if reg is None else mse_t * weight + reg
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
-        n_samples = int(out["num_samples"])
+        mse, n_samples = distributed.all_sum(float(mse_t.detach()) * frac, float(out["num_samples"]))
         self.batch_rays = int(min(c.max_batch_rays, max(256, self.batch_rays * c.target_samples / max(n_samples, 1))))
-        mse = float(mse_t.detach())
-        return {"loss": float(loss.detach()), "psnr": -10 * math.log10(max(mse, 1e-12)), "rays": float(len(rays)),
-                "samples": float(n_samples)}
+        return {"loss": mse + (0.0 if reg is None else float(reg.detach())), "psnr": -10 * math.log10(max(mse, 1e-12)),
+                "rays": float(batch), "samples": n_samples}
 
     # ------------------------------------------------------------------ rendering
     @torch.no_grad()
@@ -178,14 +217,14 @@ class RadianceMethod(Method):
     def state_dict(self, *args, **kwargs) -> dict:  # type: ignore[override]
         return {"field": self.field.state_dict(), "estimator": self.estimator.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "generator": self.generator.get_state(), "batch_rays": self.batch_rays}
+                **self.rank_state(), "batch_rays": self.batch_rays}
 
     def load_state_dict(self, state: dict, strict: bool = True):  # type: ignore[override]
         self.field.load_state_dict(state["field"])
         self.estimator.load_state_dict(state["estimator"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.generator.set_state(state["generator"].cpu() if self.device.type == "cpu" else state["generator"])
+        self.load_rank_state(state)
         self.batch_rays = int(state["batch_rays"])
 
 
