@@ -29,7 +29,6 @@ from fieldforge.apps.methods.splat import SplatConfig, SplatMethod
 from fieldforge.errors import FieldforgeError
 from fieldforge.fields.deformation import DeformationMLP
 from fieldforge.fields.dynamic_gaussians import DynamicGaussianModel
-from fieldforge.fields.gaussians import GaussianModel
 from fieldforge.scenes import Cameras, Scene
 
 
@@ -64,27 +63,16 @@ class DynamicSplatMethod(SplatMethod):
         self.deform_optimizer = torch.optim.Adam(self.model.deformation.parameters(), lr=config.lr_deformation)
 
     def _init_model(self, cfg: DynamicSplatConfig, scene: Scene) -> DynamicGaussianModel:
-        lo, hi = scene.bounds[0].float(), scene.bounds[1].float()
-
-        def cloud(pts: Tensor, rgb: Tensor) -> GaussianModel:
-            return GaussianModel.from_points(pts, rgb, cfg.sh_degree, cfg.init_opacity, cfg.init_scale, self.generator)
-
-        def uniform(n: int) -> tuple[Tensor, Tensor]:
-            return lo + (hi - lo) * torch.rand(n, 3, generator=self.generator), torch.rand(n, 3, generator=self.generator)
-
-        has_points = scene.points is not None and len(scene.points) > 0
-        if cfg.init == "points" and not has_points:
-            raise FieldforgeError(f"dynamic-splat: init=points but {scene.source} has no seed points")
-        if has_points and cfg.init != "random":
-            pts = scene.points.float()
-            rgb = scene.point_colors.float() / 255.0 if scene.point_colors is not None else torch.full_like(pts, 0.5)
-            static, dynamic = (pts, rgb), uniform(cfg.init_num_points)
+        seeds = self._seed_points(cfg, scene)
+        if seeds is not None:
+            static, dynamic = seeds, self._uniform_points(scene, cfg.init_num_points)
         else:
             n_static = round(cfg.static_fraction * cfg.init_num_points)
-            static, dynamic = uniform(n_static), uniform(cfg.init_num_points - n_static)
+            static = self._uniform_points(scene, n_static)
+            dynamic = self._uniform_points(scene, cfg.init_num_points - n_static)
         deformation = DeformationMLP(cfg.pos_freqs, cfg.time_freqs, cfg.deform_width, cfg.deform_depth,
                                      rotation=cfg.rotation)
-        return DynamicGaussianModel.from_clouds(cloud(*static), cloud(*dynamic), deformation)
+        return DynamicGaussianModel.from_clouds(self._cloud(cfg, *static), self._cloud(cfg, *dynamic), deformation)
 
     def _geometry(self, cameras: Cameras, i: int, step: int | None) -> tuple[Tensor, Tensor, Tensor]:
         if step is not None and step < self.config.warmup_steps:

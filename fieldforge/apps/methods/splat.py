@@ -86,17 +86,25 @@ class SplatMethod(Method):
         self._build_optimizers()
 
     def _init_model(self, cfg: SplatConfig, scene: Scene) -> GaussianModel:
+        seeds = self._seed_points(cfg, scene)
+        return self._cloud(cfg, *(seeds if seeds is not None else self._uniform_points(scene, cfg.init_num_points)))
+
+    def _seed_points(self, cfg: SplatConfig, scene: Scene) -> tuple[Tensor, Tensor] | None:
+        """The scene's seed points and colours in [0, 1] when ``cfg.init`` uses them, else None."""
         has_points = scene.points is not None and len(scene.points) > 0
         if cfg.init == "points" and not has_points:
-            raise FieldforgeError(f"splat: init=points but {scene.source} has no seed points")
-        if has_points and cfg.init != "random":
-            pts = scene.points.float()
-            rgb = (scene.point_colors.float() / 255.0 if scene.point_colors is not None
-                   else torch.full_like(pts, 0.5))
-        else:
-            lo, hi = scene.bounds[0].float(), scene.bounds[1].float()
-            pts = lo + (hi - lo) * torch.rand(cfg.init_num_points, 3, generator=self.generator)
-            rgb = torch.rand(cfg.init_num_points, 3, generator=self.generator)
+            raise FieldforgeError(f"{self.name}: init=points but {scene.source} has no seed points")
+        if not has_points or cfg.init == "random":
+            return None
+        pts = scene.points.float()
+        return pts, (scene.point_colors.float() / 255.0 if scene.point_colors is not None else torch.full_like(pts, 0.5))
+
+    def _uniform_points(self, scene: Scene, n: int) -> tuple[Tensor, Tensor]:
+        """``n`` points uniform in the scene bounds with random colours (from the method's generator)."""
+        lo, hi = scene.bounds[0].float(), scene.bounds[1].float()
+        return lo + (hi - lo) * torch.rand(n, 3, generator=self.generator), torch.rand(n, 3, generator=self.generator)
+
+    def _cloud(self, cfg: SplatConfig, pts: Tensor, rgb: Tensor) -> GaussianModel:
         return GaussianModel.from_points(pts, rgb, cfg.sh_degree, cfg.init_opacity, cfg.init_scale, self.generator)
 
     def _lrs(self) -> dict[str, float]:
