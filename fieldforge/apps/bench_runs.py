@@ -82,6 +82,15 @@ def reset_peak_memory(device: str) -> None:
         pass
 
 
+def rss_mb() -> float:
+    """The process's resident set now (MiB; Linux), or its peak so far elsewhere."""
+    if _STATUS.is_file():
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def peak_memory_mb(device: str) -> float:
     """Peak memory (MiB) since :func:`reset_peak_memory`: CUDA allocated bytes on a GPU, else RSS."""
     if device.startswith("cuda"):

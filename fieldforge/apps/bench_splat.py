@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from fieldforge.apps.bench_runs import rss_mb
 from fieldforge.errors import FieldforgeError
 
 
@@ -33,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, default=200)
     p.add_argument("--height", type=int, default=200)
     p.add_argument("--dense-max", type=float, default=4.0e8, help="largest N*H*W run by the dense reference")
-    p.add_argument("--tile-size", type=int, default=4)
+    p.add_argument("--tile-size", type=int, default=0, help="tile size in pixels (0: the rasterizer's default)")
     p.add_argument("--repeats", type=int, default=1, help="timed repeats per measurement (best is kept)")
     p.add_argument("--train", default=None, help="also train splat on this dataset and report test PSNR")
     p.add_argument("--minutes", type=float, default=10.0, help="training wall time for --train")
@@ -58,11 +59,6 @@ def random_view(n: int, width: int, height: int, seed: int = 0):
     return [means, quats, scales, opac, colors], torch.eye(4)[None], K
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
-
-
 def _measure(n, width, height, renderer, tile_size, repeats, queue) -> None:
     """Child process: time forward and forward+backward; report peak RSS increase."""
     from fieldforge.render.raster_dense import composite_dense
@@ -75,7 +71,7 @@ def _measure(n, width, height, renderer, tile_size, repeats, queue) -> None:
 
     def render():
         if renderer == "tile":
-            img, alpha, meta = rasterize(*params, vm, K, width, height, backgrounds=bg, tile_size=tile_size)
+            img, alpha, meta = rasterize(*params, vm, K, width, height, backgrounds=bg, tile_size=tile_size or None)
             return img, alpha, int(meta["n_isects"][0])
         means, quats, scales, opac, colors = params
         radii, m2, depths, conics = project_gaussians(means, quats, scales, vm, K, width, height, opacities=opac)
@@ -84,7 +80,7 @@ def _measure(n, width, height, renderer, tile_size, repeats, queue) -> None:
                                      width, height)
         return img, alpha, int(vis.sum())
 
-    base = _rss_mb()
+    base = rss_mb()
     fwd, both = math.inf, math.inf
     for _ in range(repeats):
         t0 = time.perf_counter()

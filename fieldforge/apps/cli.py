@@ -26,6 +26,7 @@ BENCHES = {
     "signals": ("fieldforge.apps.bench_signals", "fit 2D/3D signals with each encoding"),
     "integrate": ("fieldforge.apps.bench_integrate", "Monte Carlo vs control variates"),
     "splat": ("fieldforge.apps.bench_splat", "rasterizer speed and memory"),
+    "kernels": ("fieldforge.apps.bench_kernels", "fast kernels against their PyTorch references"),
     "psnr": ("fieldforge.apps.bench_psnr", "methods x scenes PSNR table"),
 }
 
@@ -66,8 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from fieldforge.errors import FieldforgeError
 
+    from fieldforge import kernels
+
     args = build_parser().parse_args(argv)
     try:
+        kernels.choice()  # a bad FIELDFORGE_KERNELS is refused before any work
         code = args._run(args)
     except FieldforgeError as e:
         print(f"fieldforge {args.verb}: error: {e}", file=sys.stderr)

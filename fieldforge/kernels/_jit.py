@@ -1,0 +1,23 @@
+"""The numba decorators every kernel uses (imported only by kernel modules, never at start-up).
+
+``jit``: a serial kernel; ``pjit``: a kernel with ``prange`` loops on numba's thread pool. Both
+are cached on disk next to this package (or in the user's cache directory when that is not
+writable, numba's own fallback), so a process compiles a kernel once per machine and version.
+
+The thread pool is numba's ``workqueue`` layer: its workers sleep between kernels. numba's
+OpenMP layer shares libgomp with PyTorch, and its workers keep spinning after a kernel ends,
+taking the cores from the PyTorch operations that follow (and resetting PyTorch's thread
+count when the pool starts). The workqueue layer must not be entered by two threads at once,
+so :func:`fieldforge.kernels.call` serialises kernel launches with a lock.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numba
+
+numba.config.THREADING_LAYER = "workqueue"
+
+jit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy")
+pjit = functools.partial(numba.njit, cache=True, nogil=True, parallel=True, error_model="numpy")
