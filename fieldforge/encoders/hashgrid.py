@@ -17,6 +17,10 @@ gathered with one ``index_select`` per chunk of points. When ``x`` does not requ
 (the NGP training case) the table gradient is computed by a custom backward: the forward's
 indices are kept (int32) and accumulated with ``index_add_`` (memory 8 bytes per point, level and corner);
 otherwise plain autograd is used, which also gives d/dx and higher derivatives.
+
+Fast path: float32 inputs and tables on the CPU go to the fused numba kernel
+:func:`fieldforge.kernels.hashgrid.encode` (same results; first derivatives only, in x and in the
+table). Everything else, and every call under ``FIELDFORGE_KERNELS=torch``, runs this reference.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fieldforge import kernels
 from fieldforge.encoders.base import Encoding, positive
 
 PRIMES = (1, 2654435761, 805459861, 3674653429, 2097192037, 1434869437, 2165219737)
@@ -165,6 +170,14 @@ class HashGrid(Encoding):
     def forward(self, x: Tensor) -> Tensor:
         self._check(x)
         lead = x.shape[:-1]
+        if x.dtype == self.params.dtype == torch.float32 and kernels.enabled(x, self.params):
+            try:
+                from fieldforge.kernels.hashgrid import encode
+                return encode(x.reshape(-1, self.in_dim), self.params, self.scales, self._mult, self._sizes,
+                              self._offsets, self.n_dense, self.interpolation == "smoothstep"
+                              ).reshape(*lead, self.out_dim)
+            except kernels.Unavailable:
+                pass
         x = x.reshape(-1, self.in_dim).to(self.params.dtype)
         if x.requires_grad and torch.is_grad_enabled():
             out = torch.cat([self._lookup(self.params, c) for c in x.split(CHUNK)]) if x.shape[0] else \

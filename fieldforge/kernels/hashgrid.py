@@ -1,0 +1,274 @@
+"""Multiresolution hash-grid encoding, forward and first-order backward (fast path of
+:meth:`fieldforge.encoders.hashgrid.HashGrid.forward`).
+
+Same semantics as the reference (tiny-cuda-nn ``HashGrid``; "Instant Neural Graphics Primitives
+with a Multiresolution Hash Encoding", arXiv:2201.05989): x [N, d] in [0, 1]^d (not clamped,
+float32), level l has scale s_l, table size T_l and rows [offset_l, offset_l + T_l) of the flat
+table [sum_l T_l, F]. Per axis u = fma(x, s_l, 0.5) (one rounding to float32, as tiny-cuda-nn's
+``fmaf``), i0 = floor(u), w = u - i0 (smoothstep: w <- w^2 (3 - 2w)). Corner c = sum_k c_k 2^k
+(axis 0 fastest) has weight prod_k (w_k or 1 - w_k) and row ``(sum_k i_k m_k mod 2^32) mod T_l``
+on dense levels (m_k = res_l^k) or ``xor_k (i_k pi_k mod T_l)`` on hashed ones (T_l a power of
+two), computed in int64 whose low 32 bits equal tiny-cuda-nn's uint32 arithmetic, negative
+coordinates included. The output is level-major [N, L*F]. Storage and accumulation are float32
+as in the reference; a fused multiply-add is evaluated in float64 (where the product of two
+float32 is exact) and rounded once.
+
+Work split (deterministic, independent of the thread count): the forward and the x gradient run
+in parallel over one block of points per thread, level by level inside a block so that one
+level's table stays in cache; the table gradient runs in parallel over levels (their rows are
+disjoint), each level visiting the points in order. The backward recomputes rows and weights
+instead of storing them. Only first derivatives are provided (``once_differentiable``).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from fieldforge import kernels
+from fieldforge.kernels._jit import jit, pjit
+
+SUB = 128  # points per sub-block: per-axis terms and one corner's rows/weights for it stay in L1
+
+
+@jit
+def _axes(x, n0, nb, scale, mult, hashed, size, smooth, lo, hi, w, dw):
+    """Per axis k and point j of x[n0:n0+nb] at one level: lo/hi[k, j] = i0 m_k and (i0 + 1) m_k
+    (masked to T - 1 on hashed levels), w[k, j] = upper-corner weight, dw[k, j] = dw/dx."""
+    s64 = np.float64(scale)
+    one = np.float32(1.0)
+    for k in range(x.shape[1]):
+        m = mult[k]
+        for j in range(nb):
+            u = np.float32(np.float64(x[n0 + j, k]) * s64 + 0.5)  # fma: x s is exact in float64
+            fl = np.floor(u)
+            t = u - fl
+            a = np.int64(fl) * m
+            b = a + m
+            if hashed:
+                a &= size - 1
+                b &= size - 1
+            lo[k, j] = a
+            hi[k, j] = b
+            if smooth:
+                w[k, j] = t * t * (np.float32(3.0) - np.float32(2.0) * t)
+                dw[k, j] = np.float32(6.0) * t * (one - t) * scale
+            else:
+                w[k, j] = t
+                dw[k, j] = scale
+
+
+@jit
+def _corner(c, nb, hashed, size, lo, hi, w, rows, wts):
+    """rows[j] (relative to the level's first row) and wts[j] of corner c for the sub-block's nb
+    points; the weight is the product over axes in order 0, 1, ... as in the reference."""
+    one = np.float32(1.0)
+    for j in range(nb):
+        rows[j] = hi[0, j] if c & 1 else lo[0, j]
+        wts[j] = w[0, j] if c & 1 else one - w[0, j]
+    for k in range(1, lo.shape[0]):
+        up = (c >> k) & 1
+        for j in range(nb):
+            t = hi[k, j] if up else lo[k, j]
+            rows[j] = (rows[j] ^ t) if hashed else rows[j] + t
+            wts[j] = wts[j] * (w[k, j] if up else one - w[k, j])
+    if not hashed:
+        for j in range(nb):
+            r = rows[j] & 0xFFFFFFFF
+            rows[j] = r if r < size else r % size  # a division only past the grid's upper boundary
+
+
+@jit
+def _scratch(d):
+    """Buffers of one work item for :func:`_axes` and :func:`_corner`: lo, hi [d, SUB] int64,
+    w, dw [d, SUB] float32, rows [SUB] int64, wts [SUB] float32."""
+    return (np.empty((d, SUB), np.int64), np.empty((d, SUB), np.int64), np.empty((d, SUB), np.float32),
+            np.empty((d, SUB), np.float32), np.empty(SUB, np.int64), np.empty(SUB, np.float32))
+
+
+@jit
+def _forward_points(x, table, scales, mult, sizes, offsets, n_dense, smooth, start, end, out):
+    """out[l, n, f] = sum_c wts[c] table[offset_l + rows[c], f] for start <= n < end (level-major
+    output), summed over corners in order with one rounding per term (the reference's addcmul)."""
+    d = x.shape[1]
+    n_feat = table.shape[1]
+    lo, hi, w, dw, rows, wts = _scratch(d)
+    for lvl in range(scales.shape[0]):
+        base, size, hashed, o = offsets[lvl], sizes[lvl], lvl >= n_dense, out[lvl]
+        for n0 in range(start, end, SUB):
+            nb = min(SUB, end - n0)
+            _axes(x, n0, nb, scales[lvl], mult[lvl], hashed, size, smooth, lo, hi, w, dw)
+            for c in range(1 << d):
+                _corner(c, nb, hashed, size, lo, hi, w, rows, wts)
+                for j in range(nb):
+                    r = base + rows[j]
+                    for f in range(n_feat):
+                        v = np.float64(wts[j]) * np.float64(table[r, f])
+                        o[n0 + j, f] = np.float32(v if c == 0 else o[n0 + j, f] + v)
+
+
+@jit
+def _backward_table_level(x, grad_out, scales, mult, sizes, offsets, n_dense, smooth, lvl, grad_table):
+    """grad_table[offset_l + rows[c], f] += wts[c] grad_out[l, n, f] (level-major) for level l = lvl,
+    points in order."""
+    n_pts, d = x.shape
+    n_feat = grad_table.shape[1]
+    lo, hi, w, dw, rows, wts = _scratch(d)
+    base, size, hashed, g = offsets[lvl], sizes[lvl], lvl >= n_dense, grad_out[lvl]
+    for n0 in range(0, n_pts, SUB):
+        nb = min(SUB, n_pts - n0)
+        _axes(x, n0, nb, scales[lvl], mult[lvl], hashed, size, smooth, lo, hi, w, dw)
+        for c in range(1 << d):
+            _corner(c, nb, hashed, size, lo, hi, w, rows, wts)
+            for j in range(nb):
+                r = base + rows[j]
+                for f in range(n_feat):
+                    grad_table[r, f] += wts[j] * g[n0 + j, f]
+
+
+@jit
+def _backward_x_points(x, table, grad_out, scales, mult, sizes, offsets, n_dense, smooth, start, end, grad_x):
+    """grad_x[n, k] = sum_l dw_k/dx_k sum_c (+-1) prod_{i != k} (w_i or 1 - w_i)
+    <grad_out[l, n], table[offset_l + rows[c]]> (level-major grad_out) for start <= n < end, levels
+    in order."""
+    d = x.shape[1]
+    n_feat = table.shape[1]
+    one = np.float32(1.0)
+    lo, hi, w, dw, rows, wts = _scratch(d)
+    val = np.empty(SUB, np.float32)
+    gw = np.empty((d, SUB), np.float32)
+    grad_x[start:end] = 0
+    for lvl in range(scales.shape[0]):
+        base, size, hashed, g = offsets[lvl], sizes[lvl], lvl >= n_dense, grad_out[lvl]
+        for n0 in range(start, end, SUB):
+            nb = min(SUB, end - n0)
+            _axes(x, n0, nb, scales[lvl], mult[lvl], hashed, size, smooth, lo, hi, w, dw)
+            gw[:] = 0
+            for c in range(1 << d):
+                _corner(c, nb, hashed, size, lo, hi, w, rows, wts)
+                for j in range(nb):
+                    r = base + rows[j]
+                    acc = np.float32(0.0)
+                    for f in range(n_feat):
+                        acc += g[n0 + j, f] * table[r, f]
+                    val[j] = acc
+                for k in range(d):
+                    for j in range(nb):
+                        p = val[j] if (c >> k) & 1 else -val[j]
+                        for i in range(d):
+                            if i != k:
+                                p *= w[i, j] if (c >> i) & 1 else one - w[i, j]
+                        gw[k, j] += p
+            for k in range(d):
+                for j in range(nb):
+                    grad_x[n0 + j, k] += gw[k, j] * dw[k, j]
+
+
+@pjit
+def _forward(x, table, scales, mult, sizes, offsets, n_dense, smooth, sb, out):
+    """The forward over blocks of sb points in parallel."""
+    n_pts = x.shape[0]
+    for blk in numba.prange((n_pts + sb - 1) // sb):
+        _forward_points(x, table, scales, mult, sizes, offsets, n_dense, smooth, blk * sb,
+                        min(n_pts, (blk + 1) * sb), out)
+
+
+@pjit
+def _backward_table(x, grad_out, scales, mult, sizes, offsets, n_dense, smooth, grad_table):
+    """The table gradient, levels in parallel (their rows are disjoint)."""
+    for lvl in numba.prange(scales.shape[0]):
+        _backward_table_level(x, grad_out, scales, mult, sizes, offsets, n_dense, smooth, lvl, grad_table)
+
+
+@pjit
+def _backward_x(x, table, grad_out, scales, mult, sizes, offsets, n_dense, smooth, sb, grad_x):
+    """The x gradient over blocks of sb points in parallel."""
+    n_pts = x.shape[0]
+    for blk in numba.prange((n_pts + sb - 1) // sb):
+        _backward_x_points(x, table, grad_out, scales, mult, sizes, offsets, n_dense, smooth, blk * sb,
+                           min(n_pts, (blk + 1) * sb), grad_x)
+
+
+class _Layout:
+    """Per-level constants as numpy arrays: scale (float32), axis multipliers m_k [L, d], table size
+    T_l, row offset (int64), the number of dense levels and the interpolation."""
+
+    def __init__(self, scales: Tensor, mult: Tensor, sizes: Tensor, offsets: Tensor, n_dense: int,
+                 smoothstep: bool):
+        self.scales = kernels.as_array(scales, torch.float32, "scales", "hashgrid")
+        self.mult = kernels.as_array(mult, torch.int64, "mult", "hashgrid")
+        self.sizes = kernels.as_array(sizes, torch.int64, "sizes", "hashgrid")
+        self.offsets = kernels.as_array(offsets, torch.int64, "offsets", "hashgrid")
+        self.n_dense, self.smooth = int(n_dense), bool(smoothstep)
+
+    def args(self) -> tuple:
+        return self.scales, self.mult, self.sizes, self.offsets, self.n_dense, self.smooth
+
+
+def _super_block(n_pts: int) -> int:
+    """Points per parallel work item of the point-parallel kernels: one share per thread (rounded up
+    to a multiple of SUB), so that each thread visits its points level by level and reuses a level's
+    table in cache (measured: fewer, larger work items are faster). No point's result depends on it."""
+    share = -(-n_pts // kernels.threads())
+    return max(SUB, -(-share // SUB) * SUB)
+
+
+class _Encode(torch.autograd.Function):
+    """The encoding as an autograd function: gradients to the table and to x, first order."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, table: Tensor, layout: _Layout) -> Tensor:
+        out = torch.empty(layout.scales.size, x.shape[0], table.shape[1], dtype=torch.float32)  # [L, N, F]
+        kernels.call(_forward, x.detach().numpy(), table.detach().numpy(), *layout.args(), _super_block(x.shape[0]),
+                     out.numpy())
+        ctx.layout, ctx.table_shape = layout, table.shape
+        ctx.save_for_backward(x, table if ctx.needs_input_grad[0] else None)
+        return out.transpose(0, 1).reshape(x.shape[0], out.shape[0] * out.shape[2])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        x, table = ctx.saved_tensors
+        n_levels, n_feat = ctx.layout.scales.size, ctx.table_shape[1]
+        g = grad_out.detach().reshape(-1, n_levels, n_feat).transpose(0, 1).contiguous().numpy()  # [L, N, F]
+        x = x.detach()
+        grad_x = grad_table = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.empty_like(x)
+            kernels.call(_backward_x, x.numpy(), table.detach().numpy(), g, *ctx.layout.args(),
+                         _super_block(x.shape[0]), grad_x.numpy())
+        if ctx.needs_input_grad[1]:
+            grad_table = torch.zeros(ctx.table_shape, dtype=torch.float32)
+            kernels.call(_backward_table, x.numpy(), g, *ctx.layout.args(), grad_table.numpy())
+        return grad_x, grad_table, None
+
+
+def encode(x: Tensor, table: Tensor, scales: Tensor, mult: Tensor, sizes: Tensor, offsets: Tensor,
+           n_dense: int, smoothstep: bool) -> Tensor:
+    """Hash-grid encoding of x [N, d] (float32, CPU) with ``table`` [sum_l T_l, F] (float32, CPU)
+    -> [N, L*F] (level-major), differentiable once in ``x`` and ``table``.
+
+    ``scales`` [L] are the per-level s_l, ``mult`` [L, d] the per-axis multipliers (res_l^k on the
+    first ``n_dense`` levels, the CoherentPrime primes on hashed ones), ``sizes``/``offsets`` [L]
+    the table sizes T_l (powers of two on hashed levels) and first rows. Raises ValueError naming
+    the argument when a shape, dtype or device does not fit.
+    """
+    for name, t in (("x", x), ("table", table)):
+        if not isinstance(t, Tensor) or t.device.type != "cpu" or t.dtype != torch.float32 or t.ndim != 2:
+            raise ValueError(f"hashgrid: {name} must be a 2-D float32 CPU tensor, got "
+                             f"{getattr(t, 'dtype', type(t).__name__)} {tuple(getattr(t, 'shape', ()))}")
+    layout = _Layout(scales, mult, sizes, offsets, n_dense, smoothstep)
+    n_levels, d = layout.scales.size, x.shape[1]
+    if not 1 <= d <= 7 or layout.mult.shape != (n_levels, d):
+        raise ValueError(f"hashgrid: mult must be [{n_levels}, d] for x [N, d], 1 <= d <= 7; got "
+                         f"{layout.mult.shape} and x {tuple(x.shape)}")
+    if layout.sizes.shape != (n_levels,) or layout.offsets.shape != (n_levels,):
+        raise ValueError(f"hashgrid: sizes and offsets must be [{n_levels}], got {layout.sizes.shape}, "
+                         f"{layout.offsets.shape}")
+    rows = int(layout.offsets[-1] + layout.sizes[-1]) if n_levels else 0
+    if table.shape[0] != rows:
+        raise ValueError(f"hashgrid: table must have {rows} rows (sum of the level sizes), got {table.shape[0]}")
+    return _Encode.apply(x.contiguous(), table.contiguous(), layout)
