@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fieldforge import kernels
+
 ALPHA_THRESHOLD = 1.0 / 255.0  # contributions below this alpha are skipped
 MAX_EXTEND = 3.33  # bounding-box half-width in standard deviations (gsplat)
 
@@ -36,6 +38,20 @@ def covariance3d(quats: Tensor, scales: Tensor) -> Tensor:
     return M @ M.transpose(-1, -2)
 
 
+def _check(means: Tensor, quats: Tensor, scales: Tensor, viewmats: Tensor, Ks: Tensor,
+           opacities: Tensor | None) -> None:
+    """ValueError naming the first argument whose shape does not fit N Gaussians and C cameras."""
+    n = means.shape[0] if means.ndim == 2 else -1
+    c = viewmats.shape[0] if viewmats.ndim == 3 else -1
+    for name, t, shape, text in (("means", means, (n, 3), "[N, 3]"), ("quats", quats, (n, 4), "[N, 4]"),
+                                 ("scales", scales, (n, 3), "[N, 3]"), ("viewmats", viewmats, (c, 4, 4), "[C, 4, 4]"),
+                                 ("Ks", Ks, (c, 3, 3), "[C, 3, 3]")):
+        if tuple(t.shape) != shape or not t.is_floating_point():
+            raise ValueError(f"project_gaussians: {name} must be a float tensor {text}, got {t.dtype} {list(t.shape)}")
+    if opacities is not None and tuple(opacities.shape) not in ((n,), (c, n)):
+        raise ValueError(f"project_gaussians: opacities must be [N] or [C, N], got {list(opacities.shape)}")
+
+
 def project_gaussians(
     means: Tensor, quats: Tensor, scales: Tensor, viewmats: Tensor, Ks: Tensor, width: int, height: int,
     opacities: Tensor | None = None, eps2d: float = 0.3, near_plane: float = 0.01, far_plane: float = 1e10,
@@ -49,7 +65,20 @@ def project_gaussians(
     o < 1/255 are culled (gsplat's CUDA kernel); without, it is 3.33 (gsplat's torch reference).
     The Jacobian uses the camera-space mean clamped to 1.3x the field of view; ``means2d`` the
     unclamped mean. ``eps2d`` px^2 is added to the 2D covariance diagonal.
+
+    Float32 CPU tensors take the fused kernel of :mod:`fieldforge.kernels.projection` (same
+    outputs and gradients) unless ``Ks`` requires a gradient or ``FIELDFORGE_KERNELS=torch``.
     """
+    _check(means, quats, scales, viewmats, Ks, opacities)
+    tensors = (means, quats, scales, viewmats, Ks) + ((opacities,) if opacities is not None else ())
+    if (kernels.enabled(*tensors) and all(t.dtype == torch.float32 for t in tensors)
+            and not Ks.requires_grad):
+        try:
+            from fieldforge.kernels import projection
+            return projection.project_gaussians(means, quats, scales, viewmats, Ks, width, height, opacities,
+                                                eps2d, near_plane, far_plane, radius_clip)
+        except kernels.Unavailable:
+            pass
     Rv, tv = viewmats[:, :3, :3], viewmats[:, :3, 3]
     means_c = torch.einsum("cij,nj->cni", Rv, means) + tv[:, None, :]
     covars_c = Rv[:, None] @ covariance3d(quats, scales)[None] @ Rv.transpose(-1, -2)[:, None]
