@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from fieldforge import kernels
 from fieldforge.render.raster_project import ALPHA_THRESHOLD
 from fieldforge.render.raster_tiles import TileBins
 
@@ -61,7 +62,7 @@ def _walk(bins: TileBins, slots: int, max_block: int, dev: torch.device):
     tiles = torch.nonzero(counts > 0).squeeze(1)
     lp = torch.arange(ts * ts, device=dev)
     per_chunk = max(1, max_block // (slots * ts * ts))
-    for chunk in tiles.split(per_chunk):
+    for chunk in tiles.split(per_chunk) if len(tiles) else ():  # split() of an empty tensor yields one empty chunk
         px = ((chunk % bins.tiles_x) * ts)[:, None] + (lp % ts)[None] + 0.5
         py = ((chunk // bins.tiles_x) * ts)[:, None] + (lp // ts)[None] + 0.5
         yield chunk, px.float(), py.float(), bins.offsets[chunk], counts[chunk]
@@ -160,10 +161,36 @@ def composite_tiles(means2d: Tensor, conics: Tensor, opacities: Tensor, colors: 
                     max_block: int = 1 << 21) -> tuple[Tensor, Tensor]:
     """Composite one image. Inputs are [M, 2], [M, 3], [M], [M, D] and ``background`` [D];
     ``bins`` from :func:`bin_tiles` over the same M Gaussians. Returns colour [H, W, D] and
-    alpha [H, W, 1]; differentiable w.r.t. all five tensors.
+    alpha [H, W, 1]; differentiable w.r.t. all five tensors. On float32 CPU tensors the fast
+    path (:mod:`fieldforge.kernels.blend`) computes the same image and gradients.
     """
+    _check(means2d, conics, opacities, colors, background, bins, width, height)
+    tensors = (means2d, conics, opacities, colors, background)
+    if kernels.enabled(*tensors) and all(t.dtype == torch.float32 for t in tensors):
+        try:
+            from fieldforge.kernels.blend import Composite
+
+            return Composite.apply(*tensors, bins.offsets, bins.ids, bins.tiles_x, bins.tile_size, width, height,
+                                   (ALPHA_THRESHOLD, MAX_ALPHA, T_THRESHOLD))
+        except kernels.Unavailable:
+            pass
     rgb, alpha = _Composite.apply(means2d, conics, opacities, colors, background, bins, width, height, slots, max_block)
     return _untile(rgb, bins, width, height), _untile(alpha[..., None], bins, width, height)
+
+
+def _check(means2d: Tensor, conics: Tensor, opacities: Tensor, colors: Tensor, background: Tensor,
+           bins: TileBins, width: int, height: int) -> None:
+    m = means2d.shape[0] if means2d.ndim == 2 else -1
+    d = colors.shape[1] if colors.ndim == 2 else -1
+    for name, t, shape in (("means2d", means2d, (m, 2)), ("conics", conics, (m, 3)), ("opacities", opacities, (m,)),
+                           ("colors", colors, (m, d)), ("background", background, (d,))):
+        if tuple(t.shape) != shape:
+            raise ValueError(f"composite_tiles: {name} must be {list(shape)} (means2d [M, 2], colors [M, D]), "
+                             f"got {list(t.shape)}")
+    if (bins.tiles_x != -(-int(width) // bins.tile_size) or bins.tiles_y != -(-int(height) // bins.tile_size)
+            or bins.offsets.shape != (bins.tiles_x * bins.tiles_y + 1,)):
+        raise ValueError(f"composite_tiles: bins ({bins.tiles_x}x{bins.tiles_y} tiles of {bins.tile_size} px) "
+                         f"do not cover a {width}x{height} image")
 
 
 def _untile(x: Tensor, bins: TileBins, width: int, height: int) -> Tensor:

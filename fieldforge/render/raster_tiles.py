@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from fieldforge import kernels
+
 
 @dataclass
 class TileBins:
@@ -30,14 +32,33 @@ class TileBins:
         return self.offsets[1:] - self.offsets[:-1]
 
 
+def _check(means2d: Tensor, radii: Tensor, depths: Tensor, width: int, height: int, tile_size: int) -> None:
+    n = means2d.shape[0] if means2d.ndim == 2 else -1
+    for name, t, shape in (("means2d", means2d, (n, 2)), ("radii", radii, (n, 2)), ("depths", depths, (n,))):
+        if tuple(t.shape) != shape:
+            raise ValueError(f"bin_tiles: {name} must be {list(shape)} (means2d [N, 2]), got {list(t.shape)}")
+    if int(tile_size) < 1 or int(width) < 1 or int(height) < 1:
+        raise ValueError(f"bin_tiles: tile_size, width and height must be positive, got {tile_size}, {width}, {height}")
+
+
 @torch.no_grad()
 def bin_tiles(means2d: Tensor, radii: Tensor, depths: Tensor, width: int, height: int, tile_size: int = 16) -> TileBins:
     """Bin N Gaussians (``means2d`` [N, 2], integer ``radii`` [N, 2], ``depths`` [N]) into tiles.
 
     Gaussians with a zero radius are skipped. One argsort of the combined key
-    tile * N + depth_rank gives the (tile, depth) order.
+    tile * N + depth_rank gives the (tile, depth) order. On CPU tensors the fast path
+    (:mod:`fieldforge.kernels.tiles`) gives the same bins.
     """
+    _check(means2d, radii, depths, width, height, tile_size)
     tiles_x, tiles_y = -(-width // tile_size), -(-height // tile_size)
+    if kernels.enabled(means2d, radii, depths):
+        try:
+            from fieldforge.kernels import tiles
+
+            offsets, ids = tiles.bin_tiles(means2d, radii, depths, tiles_x, tiles_y, tile_size)
+            return TileBins(tiles_x, tiles_y, tile_size, offsets, ids)
+        except kernels.Unavailable:
+            pass
     n = means2d.shape[0]
     dev = means2d.device
     m, r = means2d.detach().float(), radii.float()

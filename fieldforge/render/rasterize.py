@@ -25,7 +25,24 @@ RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
 
 def sh_colors(sh_degree: int, dirs: Tensor, coeffs: Tensor) -> Tensor:
     """Colour [..., 3] = max(sum_k coeffs[..., k, :] Y_k(dirs) + 0.5, 0) over the first
-    (sh_degree + 1)^2 bases; ``dirs`` [..., 3] need not be unit length."""
+    (sh_degree + 1)^2 bases, sh_degree 0..4; ``dirs`` [..., 3] need not be unit length.
+    Float32 CPU tensors with equal leading shapes take the kernel of :mod:`fieldforge.kernels.sh`."""
+    from fieldforge import kernels
+
+    if not 0 <= sh_degree <= 4:
+        raise ValueError(f"sh_colors: sh_degree must be in 0..4, got {sh_degree}")
+    if dirs.shape[-1:] != (3,):
+        raise ValueError(f"sh_colors: dirs must be [..., 3], got {list(dirs.shape)}")
+    if coeffs.ndim < 2 or coeffs.shape[-1] != 3 or coeffs.shape[-2] < (sh_degree + 1) ** 2:
+        raise ValueError(f"sh_colors: coeffs must be [..., K, 3] with K >= {(sh_degree + 1) ** 2}, "
+                         f"got {list(coeffs.shape)}")
+    if (kernels.enabled(dirs, coeffs) and dirs.dtype == coeffs.dtype == torch.float32
+            and dirs.shape[:-1] == coeffs.shape[:-2]):
+        try:
+            from fieldforge.kernels import sh
+            return sh.sh_colors(sh_degree, dirs, coeffs)
+        except kernels.Unavailable:
+            pass
     basis = sh_basis(F.normalize(dirs, dim=-1), sh_degree + 1)
     return torch.clamp_min(torch.einsum("...k,...kc->...c", basis, coeffs[..., : basis.shape[-1], :]) + 0.5, 0.0)
 
@@ -68,8 +85,9 @@ def rasterize(
     ``sh_degree``; ``viewmats`` [C, 4, 4] world-to-camera, ``Ks`` [C, 3, 3]; ``backgrounds``
     [C, D] (colour channels only; depth channels composite onto 0). ``render_mode``: "RGB",
     "D" (accumulated depth sum w z), "ED" (expected depth, divided by alpha), "RGB+D", "RGB+ED".
-    ``tile_size``: None = 16 for gsplat on CUDA and 4 for the CPU compositor (which is several
-    times faster with small tiles; the image does not depend on it, the order is per-tile depth).
+    ``tile_size``: None = 16 for gsplat on CUDA and for the fast CPU kernels
+    (:mod:`fieldforge.kernels`), 4 for the PyTorch CPU compositor (which is several times faster
+    with small tiles); the image does not depend on it, the order is per-tile depth.
     ``slots`` and ``max_block`` set the compositor's batch size and memory bound.
 
     Returns ``colors`` [C, H, W, X], ``alphas`` [C, H, W, 1] and ``meta`` with ``radii``
@@ -90,14 +108,18 @@ def rasterize(
                                         sh_degree=sh_degree, backgrounds=backgrounds, render_mode=render_mode,
                                         near_plane=near_plane, far_plane=far_plane, eps2d=eps2d,
                                         radius_clip=radius_clip, tile_size=tile_size or 16)
-    tile_size = tile_size or 4
+    from fieldforge import kernels
+
+    fast = kernels.enabled(means)
+    tile_size = tile_size or (16 if fast else 4)
     radii, means2d, depths, conics = project_gaussians(
         means, quats, scales, viewmats, Ks, width, height, opacities=opacities, eps2d=eps2d,
         near_plane=near_plane, far_plane=far_plane, radius_clip=radius_clip)
     campos = torch.linalg.inv(viewmats)[:, :3, 3] if sh_degree is not None else None
     out_rgb, out_alpha, n_isects = [], [], []
     for c in range(viewmats.shape[0]):
-        vis = torch.nonzero((radii[c] > 0).all(-1)).squeeze(1)
+        # the fast kernels skip culled Gaussians themselves: no gather here, no scatter in backward
+        vis = slice(None) if fast else torch.nonzero((radii[c] > 0).all(-1)).squeeze(1)
         if sh_degree is not None:
             col = sh_colors(sh_degree, means[vis] - campos[c], colors[vis])
         else:

@@ -51,7 +51,7 @@ class SplatConfig(MethodConfig):
     prune_opa: float = 0.005
     cap_max: int = 1_000_000
     random_background: bool = False
-    tile_size: int = 4
+    tile_size: int = 0  # rasterizer tile size in pixels; 0 = the rasterizer's default for the path taken
 
 
 def scene_scale(cameras: Cameras) -> float:
@@ -138,7 +138,7 @@ class SplatMethod(Method):
             gt = gt[..., :3] * gt[..., 3:] + bg * (1 - gt[..., 3:])
         degree = min(step // cfg.sh_degree_interval, cfg.sh_degree)
         img, alpha, meta = self.model.render(viewmat, K, W, H, sh_degree=degree, backgrounds=bg[None],
-                                             tile_size=cfg.tile_size, geometry=self._geometry(self.cameras, i, step))
+                                             tile_size=cfg.tile_size or None, geometry=self._geometry(self.cameras, i, step))
         meta["means2d"].retain_grad()
         meta["n_cameras"] = 1
         loss = self._loss(img[0], gt, step)
@@ -170,7 +170,7 @@ class SplatMethod(Method):
         cameras = cameras.to(self.device)
         viewmat, K, W, H = self._viewmat(cameras, 0)
         out, alpha, _ = self.model.render(viewmat, K, W, H, backgrounds=background.to(self.device).reshape(1, 3),
-                                          render_mode="RGB+ED", tile_size=self.config.tile_size,
+                                          render_mode="RGB+ED", tile_size=self.config.tile_size or None,
                                           geometry=self._geometry(cameras, 0, None))
         return {"rgb": out[0, ..., :3].clamp(0, 1), "depth": out[0, ..., 3:], "opacity": alpha[0]}
 
