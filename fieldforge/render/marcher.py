@@ -1,8 +1,9 @@
 """Render rays through a :class:`~fieldforge.fields.Field` with an occupancy-grid estimator.
 
 ``render_rays`` is the differentiable training path (packed samples, nerfacc-style
-callbacks: densities of every occupied sample first, to prune samples behind early
-termination, then the full field on the rest); ``render_camera`` renders a whole image in ray
+callbacks: densities first, without gradients, to prune samples behind early termination,
+evaluated in passes front to back so that a ray stops costing at its first opaque surface, then
+the full field on the rest); ``render_camera`` renders a whole image in ray
 chunks under ``no_grad`` with bounded memory, marching in passes (:func:`render_rays_passes`):
 each pass evaluates the next ``per_pass`` occupied samples of every ray still above the
 early-termination transmittance, so no sample is evaluated twice and at most ``per_pass - 1``
@@ -18,7 +19,7 @@ The exact compositor returns rgb, opacity and depth only (no extra channels).
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -35,10 +36,17 @@ def render_rays(
     field: Field, estimator: OccupancyGrid, rays: Rays, background: Tensor | None,
     render_step_size: float, near: float = 0.0, far: float = 1e10, stratified: bool = False,
     early_stop_eps: float = 1e-4, alpha_thre: float = 0.0, prune: bool = True,
-    generator: torch.Generator | None = None, compositor: str = "quadrature",
+    generator: torch.Generator | None = None, compositor: str = "quadrature", per_pass: int = 32,
 ) -> dict[str, Tensor]:
     """Render ``rays``; returns per-ray "rgb", "opacity", "depth", extra channels and
-    "num_samples" (a 0-dim tensor)."""
+    "num_samples" (a 0-dim tensor).
+
+    With ``prune``, the samples kept are those of nerfacc's rule (transmittance T >= early_stop_eps
+    and alpha >= alpha_thre, the latter clamped to the grid's mean occupancy), found by evaluating
+    densities ``per_pass`` samples per ray at a time, front to back, and dropping a ray once T fell
+    below early_stop_eps (:func:`_visible_in_passes`): a ray through occupied space costs the
+    density evaluations up to its first opaque surface, not of its whole occupied length.
+    """
     if compositor not in ("quadrature", "exact"):
         raise ValueError(f"compositor must be 'quadrature' or 'exact', got {compositor!r}")
     o, d, t = rays.origins, rays.directions, rays.times
@@ -51,9 +59,13 @@ def render_rays(
         return field.density(points(t_starts, t_ends, ray_indices), tt).reshape(-1)
 
     ray_indices, t_starts, t_ends = estimator.sample(
-        rays, sigma_fn=sigma_fn if prune else None, near=near, far=far, render_step_size=render_step_size,
-        early_stop_eps=early_stop_eps, alpha_thre=alpha_thre, stratified=stratified, generator=generator)
+        rays, near=near, far=far, render_step_size=render_step_size, stratified=stratified, generator=generator)
     n_rays = len(rays)
+    if prune and (early_stop_eps > 0 or alpha_thre > 0) and len(ray_indices):
+        alpha_thre = min(alpha_thre, float(estimator.occs.mean()))
+        keep = _visible_in_passes(sigma_fn, ray_indices, t_starts, t_ends, n_rays, early_stop_eps, alpha_thre,
+                                  per_pass)
+        ray_indices, t_starts, t_ends = ray_indices[keep], t_starts[keep], t_ends[keep]
     if compositor == "exact":
         res = _exact(field, rays, ray_indices, t_starts, t_ends, background)
         res["num_samples"] = torch.tensor(len(ray_indices))
@@ -80,6 +92,65 @@ def _exact(field: Field, rays: Rays, ray_indices: Tensor, t_starts: Tensor, t_en
     return {k: res[k] for k in ("rgb", "opacity", "depth", "weights")}
 
 
+def _march_passes(ray_indices: Tensor, n_rays: int, per_pass: int, early_stop_eps: float,
+                  visit: Callable[[Tensor, Tensor, Tensor], Tensor]) -> None:
+    """Visit packed samples (``ray_indices`` non-decreasing) ``per_pass`` per ray at a time, front to back.
+
+    ``visit(idx, r, log_t) -> sigma_delta``: ``idx`` [K] are the indices of this pass's samples
+    (grouped by ray, front to back), ``r`` [K] their rays and ``log_t`` [K] (float64) the -log
+    transmittance of each sample's ray before this pass; it returns sigma * delta [K] of those
+    samples. A ray leaves the march when its samples are exhausted or, if ``early_stop_eps`` > 0,
+    when its transmittance exp(-log_t) (in float32) fell below ``early_stop_eps``: then every
+    later sample of the ray has T < early_stop_eps too. Work per pass is proportional to the
+    samples visited, not to all samples.
+    """
+    counts = torch.bincount(ray_indices, minlength=n_rays)
+    first = torch.cumsum(counts, 0) - counts
+    log_t = torch.zeros(n_rays, dtype=torch.float64, device=ray_indices.device)
+    alive = torch.nonzero(counts)[:, 0]
+    start = 0
+    while len(alive):
+        m = torch.clamp(counts[alive] - start, max=per_pass)
+        total = int(m.sum())
+        r = torch.repeat_interleave(alive, m, output_size=total)
+        pass_first = torch.repeat_interleave(torch.cumsum(m, 0) - m, m, output_size=total)
+        rank = torch.arange(total, device=r.device) - pass_first
+        sd = visit(first[r] + start + rank, r, log_t[r])
+        log_t.index_add_(0, r, sd.double())
+        start += per_pass
+        alive = alive[counts[alive] > start]
+        if early_stop_eps > 0:
+            alive = alive[torch.exp(-log_t[alive].float()) >= early_stop_eps]
+
+
+@torch.no_grad()
+def _visible_in_passes(
+    sigma_fn: Callable[[Tensor, Tensor, Tensor], Tensor], ray_indices: Tensor, t_starts: Tensor, t_ends: Tensor,
+    n_rays: int, early_stop_eps: float, alpha_thre: float, per_pass: int,
+) -> Tensor:
+    """Mask [S] of the packed samples with T >= early_stop_eps and alpha >= alpha_thre (the rule of
+    :func:`~fieldforge.render.volume.render_visibility_from_density`), evaluating ``sigma_fn`` only on
+    the samples of each ray up to the pass in which its transmittance fell below early_stop_eps.
+
+    T is accumulated in float64 and compared in float32 as the reference does; the mask equals the
+    reference's up to the rounding of sums that land exactly on the threshold.
+    """
+    keep = torch.zeros(len(ray_indices), dtype=torch.bool, device=ray_indices.device)
+
+    def visit(idx: Tensor, r: Tensor, log_t: Tensor) -> Tensor:
+        ts, te = t_starts[idx], t_ends[idx]
+        sd = sigma_fn(ts, te, r).reshape(-1) * (te - ts)
+        trans = torch.exp(-(log_t + exclusive_segment_cumsum(sd.double(), r, n_rays)).to(sd.dtype))
+        vis = trans >= early_stop_eps
+        if alpha_thre > 0:
+            vis &= 1.0 - torch.exp(-sd) >= alpha_thre
+        keep[idx] = vis
+        return sd
+
+    _march_passes(ray_indices, n_rays, per_pass, early_stop_eps, visit)
+    return keep
+
+
 @torch.no_grad()
 def render_rays_passes(
     field: Field, estimator: OccupancyGrid, rays: Rays, background: Tensor | None, render_step_size: float,
@@ -96,31 +167,25 @@ def render_rays_passes(
     n_rays = len(rays)
     ray_idx, t_starts, t_ends = estimator.sample(rays, None, near=near, far=far, render_step_size=render_step_size)
     alpha_thre = min(alpha_thre, float(estimator.occs.mean())) if alpha_thre > 0 else 0.0
-    counts = torch.bincount(ray_idx, minlength=n_rays)
-    rank = torch.arange(len(ray_idx), device=o.device) - (torch.cumsum(counts, 0) - counts)[ray_idx]
-    log_t = torch.zeros(n_rays, dtype=torch.float64, device=o.device)  # -log transmittance so far
     acc: dict[str, Tensor] = {}
-    for start in range(0, int(counts.max()) if len(ray_idx) else 0, per_pass):
-        sel = (rank >= start) & (rank < start + per_pass)
-        if early_stop_eps > 0:
-            sel &= log_t[ray_idx] <= -math.log(early_stop_eps)
-        idx = torch.nonzero(sel)[:, 0]
-        if len(idx) == 0:
-            break
-        r, ts, te = ray_idx[idx], t_starts[idx], t_ends[idx]
+
+    def visit(idx: Tensor, r: Tensor, log_t: Tensor) -> Tensor:
+        ts, te = t_starts[idx], t_ends[idx]
         mid = (ts + te) / 2
         out = field(o[r] + dirs[r] * mid[:, None], dirs[r], None if times is None else times[r])
         sd = out["density"].reshape(-1) * (te - ts)
         if alpha_thre > 0:
             sd = torch.where(1 - torch.exp(-sd) < alpha_thre, torch.zeros_like(sd), sd)
         excl = exclusive_segment_cumsum(sd, r, n_rays)
-        w = (torch.exp(-(log_t[r] + excl.double())) * (1 - torch.exp(-sd.double()))).to(sd.dtype)[:, None]
+        w = (torch.exp(-(log_t + excl.double())) * (1 - torch.exp(-sd.double()))).to(sd.dtype)[:, None]
         values = {"rgb": out["rgb"], "opacity": None, "depth_acc": mid[:, None],
                   **{k: v for k, v in out.items() if k not in ("density", "rgb")}}
         for k, v in values.items():
             src = w if v is None else w * v
             acc[k] = acc.get(k, src.new_zeros(n_rays, src.shape[1])).index_add(0, r, src)
-        log_t = log_t.index_add(0, r, sd.double())
+        return sd
+
+    _march_passes(ray_idx, n_rays, per_pass, early_stop_eps, visit)
     if not acc:  # no samples: the field on an empty batch names its channels
         out = field(o[:0], dirs[:0], None if times is None else times[:0])
         acc = {k: o.new_zeros(n_rays, v.shape[-1]) for k, v in out.items() if k != "density"}

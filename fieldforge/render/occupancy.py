@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from fieldforge import kernels
 from fieldforge.render.rays import Rays
 from fieldforge.render.volume import render_visibility_from_density
 
@@ -70,11 +71,19 @@ class OccupancyGrid(nn.Module):
 
     # ----------------------------------------------------------------------------- update
     @torch.no_grad()
-    def _all_cells(self) -> list[Tensor]:
+    def _all_cells(self, stride: int = 1, phase: int = 0) -> list[Tensor]:
+        """Per level, the cells a warm-up update evaluates: every cell (``stride`` 1), else the
+        sub-lattice of cells whose coordinates equal an offset modulo ``stride`` on every axis, the
+        offset being the base-``stride`` digits (x first) of ``phase mod stride**3``; so
+        ``stride**3`` consecutive phases visit every cell exactly once. Masked cells (occs < 0) are skipped."""
+        cells = self.grid_indices
+        if stride > 1:
+            p = phase % stride**3
+            offset = torch.tensor([p // stride**2, p // stride % stride, p % stride], device=cells.device)
+            cells = cells[(self.grid_coords % stride == offset).all(-1)]
         out = []
         for lvl in range(self.levels):
-            ids = lvl * self.cells_per_lvl + self.grid_indices
-            out.append(self.grid_indices[self.occs[ids] >= 0.0])
+            out.append(cells[self.occs[lvl * self.cells_per_lvl + cells] >= 0.0])
         return out
 
     @torch.no_grad()
@@ -91,11 +100,24 @@ class OccupancyGrid(nn.Module):
 
     @torch.no_grad()
     def update(self, step: int, occ_eval_fn: Callable[[Tensor], Tensor], occ_thre: float = 1e-2,
-               ema_decay: float = 0.95, warmup_steps: int = 256, chunk: int = 2**18) -> None:
-        """One update (nerfacc ``_update``): all cells during warm-up, else res^3/4 random
-        cells plus up to as many occupied ones; one jittered point per cell;
-        ``occs = max(occs * ema_decay, occ)``; re-binarise."""
-        cells = self._all_cells() if step < warmup_steps else self._uniform_and_occupied_cells(self.cells_per_lvl // 4)
+               ema_decay: float = 0.95, warmup_steps: int = 256, chunk: int = 2**18, stride: int = 1,
+               phase: int = 0) -> None:
+        """One update (nerfacc ``_update`` when ``stride`` is 1): all cells during warm-up, else
+        res^3/4 random cells plus up to as many occupied ones; one jittered point per cell;
+        ``occs = max(occs * ema_decay, occ)``; re-binarise.
+
+        ``stride`` s > 1 evaluates 1/s^3 of those cells per update, at the same decay per unit of
+        time: in warm-up the sub-lattice ``phase`` of :meth:`_all_cells` (a uniform coverage of the
+        box at 1/s the resolution, every cell once in s^3 consecutive phases), after it res^3/(4 s^3)
+        random cells plus up to as many occupied ones; the decay applied at a visit is
+        ``ema_decay ** (s^3)``, since each cell is visited s^3 times less often.
+        """
+        if stride < 1:
+            raise ValueError(f"OccupancyGrid.update: stride must be >= 1, got {stride}")
+        parts = stride**3
+        ema_decay = ema_decay**parts
+        cells = self._all_cells(stride, phase) if step < warmup_steps \
+            else self._uniform_and_occupied_cells(self.cells_per_lvl // (4 * parts))
         for lvl, idx in enumerate(cells):
             gc = self.grid_coords[idx]
             x = (gc + torch.rand_like(gc, dtype=torch.float32)) / self.resolution
@@ -109,9 +131,13 @@ class OccupancyGrid(nn.Module):
 
     @torch.no_grad()
     def update_every_n_steps(self, step: int, occ_eval_fn: Callable[[Tensor], Tensor], occ_thre: float = 1e-2,
-                             ema_decay: float = 0.95, warmup_steps: int = 256, n: int = 16) -> None:
+                             ema_decay: float = 0.95, warmup_steps: int = 256, n: int = 16, stride: int = 1) -> None:
+        """:meth:`update` at every ``n``-th step. With ``stride`` > 1, the first update (step 0)
+        evaluates every cell, so that the grid starts complete, and update number ``step // n``
+        then evaluates warm-up phase ``step // n`` (every cell once in ``stride**3`` updates)."""
         if step % n == 0:
-            self.update(step, occ_eval_fn, occ_thre, ema_decay, warmup_steps)
+            self.update(step, occ_eval_fn, occ_thre, ema_decay, warmup_steps, stride=stride if step else 1,
+                        phase=step // n)
 
     # ----------------------------------------------------------------------------- lookup
     def occupied(self, x: Tensor) -> Tensor:
@@ -160,6 +186,28 @@ class OccupancyGrid(nn.Module):
         run, i = _expand(length)
         return ray[run], first[run] + i
 
+    def _occupied_samples(self, o: Tensor, d: Tensor, near_p: Tensor, k0: Tensor, counts: Tensor,
+                          dt: float) -> tuple[Tensor, Tensor]:
+        """(ray index, t_start) of the lattice samples ``near_p + k dt``, k in [k0, k0 + counts), whose
+        midpoint is occupied; the fast kernel (same samples, bit for bit) for float32 CPU rays."""
+        if o.dtype == d.dtype == torch.float32 and kernels.enabled(o, d, self.binaries):
+            try:
+                from fieldforge.kernels.march import traverse
+
+                return traverse(self.binaries, self.aabbs[0], o, d, near_p, k0, counts, dt)
+            except kernels.Unavailable:
+                pass
+        if self.levels == 1 and self.coarse_skip:
+            ray_idx, k = self._coarse_runs(o, d, near_p, k0, counts, dt)
+        else:
+            ray_idx, i = _expand(counts)
+            k = i.float() + k0[ray_idx]
+        t_starts = near_p[ray_idx] + k * dt
+        t_mid = t_starts + 0.5 * dt
+        x = o[ray_idx] + t_mid[:, None] * d[ray_idx]
+        keep = self.occupied(x)
+        return ray_idx[keep], t_starts[keep]
+
     # ----------------------------------------------------------------------------- sampling
     @torch.no_grad()
     def sample(
@@ -188,16 +236,7 @@ class OccupancyGrid(nn.Module):
         k0 = torch.ceil((lo - near_p) / dt - 0.5).clamp_min(0)
         k1 = torch.ceil((t_hi - near_p) / dt - 0.5)  # exclusive
         counts = torch.where(hit, (k1 - k0).clamp_min(0), torch.zeros_like(k0)).long()
-        if self.levels == 1 and self.coarse_skip:
-            ray_idx, k = self._coarse_runs(o, d, near_p, k0, counts, dt)
-        else:
-            ray_idx, i = _expand(counts)
-            k = i.float() + k0[ray_idx]
-        t_starts = near_p[ray_idx] + k * dt
-        t_mid = t_starts + 0.5 * dt
-        x = o[ray_idx] + t_mid[:, None] * d[ray_idx]
-        keep = self.occupied(x)
-        ray_idx, t_starts = ray_idx[keep], t_starts[keep]
+        ray_idx, t_starts = self._occupied_samples(o, d, near_p, k0, counts, dt)
         t_ends = t_starts + dt
         if sigma_fn is not None and (early_stop_eps > 0 or alpha_thre > 0) and len(ray_idx):
             alpha_thre = min(alpha_thre, float(self.occs.mean()))

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from fieldforge import kernels
+
 
 def exclusive_segment_cumsum(values: Tensor, ray_indices: Tensor, n_rays: int) -> Tensor:
     """Exclusive cumulative sum of ``values`` [S] restarting at each ray (float64 inside)."""
@@ -30,10 +32,25 @@ def exclusive_segment_cumsum(values: Tensor, ray_indices: Tensor, n_rays: int) -
     return (exclusive - start_vals[ray_indices]).to(values.dtype)
 
 
+def _fast(ray_indices: Tensor, t_starts: Tensor, t_ends: Tensor, *values: Tensor) -> bool:
+    """Whether the fused kernels of :mod:`fieldforge.kernels.volume` apply: float32 CPU tensors and
+    sample bounds without gradients."""
+    floats = (t_starts, t_ends, *values)
+    return (all(t.dtype == torch.float32 for t in floats) and not (t_starts.requires_grad or t_ends.requires_grad)
+            and kernels.enabled(ray_indices, *floats))
+
+
 def render_weight_from_density(
     t_starts: Tensor, t_ends: Tensor, sigmas: Tensor, ray_indices: Tensor, n_rays: int
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Weights, transmittance and alpha [S] of packed samples from densities [S]."""
+    if _fast(ray_indices, t_starts, t_ends, sigmas):
+        try:
+            from fieldforge.kernels import volume as fused
+
+            return fused.render_weight_from_density(t_starts, t_ends, sigmas, ray_indices, n_rays)
+        except kernels.Unavailable:
+            pass
     sigma_dt = sigmas * (t_ends - t_starts)
     alphas = 1.0 - torch.exp(-sigma_dt)
     trans = torch.exp(-exclusive_segment_cumsum(sigma_dt, ray_indices, n_rays))
@@ -70,14 +87,29 @@ def composite(
     "depth" [R, 1] (expected depth sum(w t_mid) / max(opacity, 1e-10)), "depth_acc" [R, 1]
     (un-normalised sum(w t_mid)), "weights" [S], and each extra channel accumulated.
     """
-    weights, _, _ = render_weight_from_density(t_starts, t_ends, sigmas, ray_indices, n_rays)
-    rgb = accumulate_along_rays(weights, ray_indices, n_rays, rgbs)
-    opacity = accumulate_along_rays(weights, ray_indices, n_rays)
-    depth_acc = accumulate_along_rays(weights, ray_indices, n_rays, ((t_starts + t_ends) / 2)[:, None])
+    values = {"rgbs": rgbs, "t_mid": ((t_starts + t_ends) / 2)[:, None],
+              **{f"extras[{k!r}]": v for k, v in (extras or {}).items()}}
+    weights, opacity, sums = _weights_and_sums(t_starts, t_ends, ray_indices, n_rays, sigmas, values)
+    rgb, depth_acc = sums["rgbs"], sums["t_mid"]
     if background is not None:
         rgb = rgb + background.to(rgb) * (1.0 - opacity)
     out = {"rgb": rgb, "opacity": opacity, "depth": depth_acc / opacity.clamp_min(1e-10),
            "depth_acc": depth_acc, "weights": weights}
-    for name, v in (extras or {}).items():
-        out[name] = accumulate_along_rays(weights, ray_indices, n_rays, v)
+    for name in extras or {}:
+        out[name] = sums[f"extras[{name!r}]"]
     return out
+
+
+def _weights_and_sums(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor, n_rays: int, sigmas: Tensor,
+                      values: dict[str, Tensor]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """Weights [S], opacity [R, 1] and the weighted sum [R, C] of each value [S, C] per ray."""
+    if _fast(ray_indices, t_starts, t_ends, sigmas, *values.values()):
+        try:
+            from fieldforge.kernels import volume as fused
+
+            return fused.composite_sums(t_starts, t_ends, ray_indices, n_rays, sigmas, values)
+        except kernels.Unavailable:
+            pass
+    weights, _, _ = render_weight_from_density(t_starts, t_ends, sigmas, ray_indices, n_rays)
+    opacity = accumulate_along_rays(weights, ray_indices, n_rays)
+    return weights, opacity, {k: accumulate_along_rays(weights, ray_indices, n_rays, v) for k, v in values.items()}

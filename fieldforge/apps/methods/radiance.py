@@ -1,6 +1,8 @@
 """Field methods trained by ray marching: ``nerf`` and ``ngp`` (and the base of every field method).
 
-One step: update the occupancy grid (every ``grid_every`` steps), draw a batch of random
+One step: update the occupancy grid (every ``grid_every`` steps; each update evaluates
+1/``grid_stride``^3 of the cells of nerfacc's rule, see
+:meth:`~fieldforge.render.occupancy.OccupancyGrid.update`), draw a batch of random
 training pixels (one torch.Generator, saved in the state), march, composite against the
 training background, MSE loss, Adam step. The batch size adapts so that the number of
 samples per step stays near ``target_samples`` (nerfacc's dynamic batch). Trained data-parallel
@@ -48,6 +50,7 @@ class RadianceConfig(MethodConfig):
     grid_resolution: int = 128
     grid_every: int = 16
     grid_warmup: int = 256
+    grid_stride: int = 2  # each grid update evaluates 1/stride^3 of nerfacc's cells (1 = nerfacc's rule)
     occ_thre: float = 1e-2
     train_background: str = "random"  # random | white | black | scene (the scene's eval background)
     early_stop_eps: float = 1e-4
@@ -181,7 +184,7 @@ class RadianceMethod(Method):
             return self._distill_step(step)
         self.estimator.update_every_n_steps(
             step, self._occupancy_eval, occ_thre=c.occ_thre,
-            warmup_steps=c.grid_warmup, n=c.grid_every)
+            warmup_steps=c.grid_warmup, n=c.grid_every, stride=c.grid_stride)
         if step % c.grid_every == 0:
             distributed.broadcast_state(self.estimator)  # every rank keeps rank 0's grid
         batch = self.batch_rays
