@@ -44,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cases", default="all", help="comma list of hashgrid, traversal, composite, projection, sh, "
                    "binning, blend, rasterize, ngp-step, splat-step; or 'all'")
     p.add_argument("--data", default=None, help="scene of the training-step cases (default: the bundled scene)")
+    p.add_argument("--downscale", type=int, default=1, help="image downscale of --data")
     p.add_argument("--warmup-steps", type=int, default=200, help="training steps before a training step is timed")
     p.add_argument("--gaussians", type=int, default=100_000, help="Gaussians of the rasterizer cases")
     p.add_argument("--force", action="store_true", help="overwrite an existing output folder's files")
@@ -228,12 +229,12 @@ def _rasterize_case(n: int) -> Case:
 
 
 # ----------------------------------------------------------------------------- training steps
-def _step_case(method_name: str, data: str | None, warmup: int) -> tuple[Case, dict]:
+def _step_case(method_name: str, data: str | None, downscale: int, warmup: int) -> tuple[Case, dict]:
     """One training step of a method from a snapshot taken after ``warmup`` steps."""
     from fieldforge.apps.methods import get_method
     from fieldforge.scenes import load
 
-    scene = load(data) if data else load(Path(__file__).resolve().parents[2] / "assets" / "default-scene")
+    scene = load(data or Path(__file__).resolve().parents[2] / "assets" / "default-scene", downscale=downscale)
     cls = get_method(method_name)
     method = cls(cls.Config(), scene.split("train"), torch.device("cpu"))
     for step in range(warmup):
@@ -266,8 +267,8 @@ def run(args) -> int:
         "binning": (f"tile binning ({n:,}, 200x200)", lambda: (_binning_case(n), {})),
         "blend": (f"blending fwd+bwd ({n:,}, 200x200)", lambda: (_blend_case(n), {})),
         "rasterize": (f"rasterize fwd+bwd ({n:,}, 200x200)", lambda: (_rasterize_case(n), {})),
-        "ngp-step": ("ngp training step", lambda: _step_case("ngp", args.data, args.warmup_steps)),
-        "splat-step": ("splat training step", lambda: _step_case("splat", args.data, args.warmup_steps)),
+        "ngp-step": ("ngp training step", lambda: _step_case("ngp", args.data, args.downscale, args.warmup_steps)),
+        "splat-step": ("splat training step", lambda: _step_case("splat", args.data, args.downscale, args.warmup_steps)),
     }
     wanted = list(cases) if args.cases == "all" else [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in wanted if c not in cases]
