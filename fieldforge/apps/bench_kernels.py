@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from fieldforge import kernels
 from fieldforge.apps.bench_runs import peak_memory_mb, reset_peak_memory, rss_mb, write_atomic
 from fieldforge.errors import FieldforgeError
 
@@ -274,8 +275,6 @@ def run(args) -> int:
     unknown = [c for c in wanted if c not in cases]
     if unknown:
         raise FieldforgeError(f"--cases: unknown {unknown}; known: {', '.join(cases)}")
-    from fieldforge import kernels
-
     rows = []
     header = f"{'case':<44} {'reference s':>12} {'fast s':>9} {'speedup':>8} {'ref MB':>7} {'fast MB':>8}"
     print(f"kernels: fast path = {kernels.backend()}, threads = {torch.get_num_threads()}, repeats = {args.repeats}")

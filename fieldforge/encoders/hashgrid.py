@@ -1,6 +1,7 @@
 """Multiresolution hash grid (Instant-NGP) with tiny-cuda-nn ``HashGrid`` semantics, pure PyTorch.
 
-Input x in [0, 1]^d (not clamped, as in tiny-cuda-nn). For level l (spec encodings.md §6):
+Input x in [0, 1]^d (not clamped, as in tiny-cuda-nn). For level l ("Instant Neural Graphics
+Primitives with a Multiresolution Hash Encoding", arXiv:2201.05989):
 
     scale_l = 2^(l * log2 b) * N_min - 1      (float32, as tiny-cuda-nn)
     res_l   = ceil(scale_l) + 1

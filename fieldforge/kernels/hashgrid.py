@@ -211,7 +211,7 @@ class _Layout:
 def _super_block(n_pts: int) -> int:
     """Points per parallel work item of the point-parallel kernels: one share per thread (rounded up
     to a multiple of SUB), so that each thread visits its points level by level and reuses a level's
-    table in cache (measured: fewer, larger work items are faster). No point's result depends on it."""
+    table in cache (fewer, larger work items are faster). No point's result depends on it."""
     share = -(-n_pts // kernels.threads())
     return max(SUB, -(-share // SUB) * SUB)
 

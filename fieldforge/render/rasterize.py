@@ -1,12 +1,15 @@
-"""3D Gaussian splatting rasterizer in pure PyTorch, with gsplat's ``rasterization`` interface.
+"""3D Gaussian splatting rasterizer with gsplat's ``rasterization`` interface.
 
-Pipeline per camera (gsplat's forward model, see /work/shared/specs/gaussian_splatting.md):
-EWA projection (:mod:`raster_project`), view-dependent SH colour (+0.5, clamped at 0), tile
+Pipeline per camera, gsplat's forward model ("3D Gaussian Splatting for Real-Time Radiance Field
+Rendering", arXiv:2308.04079; "gsplat: An Open-Source Library for Gaussian Splatting",
+arXiv:2409.06765): EWA projection (:mod:`raster_project`), view-dependent SH colour (+0.5, clamped at 0), tile
 binning and per-tile depth sort (:mod:`raster_tiles`), front-to-back compositing with a
 custom backward (:mod:`raster_composite`). Conventions: world-to-camera ``viewmats`` in OpenCV
 axes, pixel centres at +0.5, quaternions wxyz, ``scales`` and ``opacities`` already activated,
-colours linear. On CUDA tensors with gsplat importable, the call is forwarded to
-``gsplat.rasterization`` (which caps alpha at 0.999 in gsplat 1.5 instead of 0.99).
+colours linear. Every stage is pure PyTorch (the reference) or, for float32 CPU tensors, a fused
+kernel of :mod:`fieldforge.kernels` with the same results. On CUDA tensors with gsplat
+importable, the call is forwarded to ``gsplat.rasterization`` (which caps alpha at 0.999 in
+gsplat 1.5 instead of 0.99).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fieldforge import kernels
 from fieldforge.encoders.sh import sh_basis
 from fieldforge.render.raster_composite import composite_tiles
 from fieldforge.render.raster_project import project_gaussians
@@ -27,8 +31,6 @@ def sh_colors(sh_degree: int, dirs: Tensor, coeffs: Tensor) -> Tensor:
     """Colour [..., 3] = max(sum_k coeffs[..., k, :] Y_k(dirs) + 0.5, 0) over the first
     (sh_degree + 1)^2 bases, sh_degree 0..4; ``dirs`` [..., 3] need not be unit length.
     Float32 CPU tensors with equal leading shapes take the kernel of :mod:`fieldforge.kernels.sh`."""
-    from fieldforge import kernels
-
     if not 0 <= sh_degree <= 4:
         raise ValueError(f"sh_colors: sh_degree must be in 0..4, got {sh_degree}")
     if dirs.shape[-1:] != (3,):
@@ -108,8 +110,6 @@ def rasterize(
                                         sh_degree=sh_degree, backgrounds=backgrounds, render_mode=render_mode,
                                         near_plane=near_plane, far_plane=far_plane, eps2d=eps2d,
                                         radius_clip=radius_clip, tile_size=tile_size or 16)
-    from fieldforge import kernels
-
     fast = kernels.enabled(means)
     tile_size = tile_size or (16 if fast else 4)
     radii, means2d, depths, conics = project_gaussians(
