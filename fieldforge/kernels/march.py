@@ -144,8 +144,8 @@ def _traverse(o, d, o64, d64, near, k0, count, dt, half_dt, bins, coarse, fine, 
         n, first_kept, last_kept = _walk(o[r], d[r], o64[r], d64[r], near[r], k0[r], k_begin, k_end, dt, half_dt, bins,
                                          coarse, fine, lo, size32, box_lo, box_hi, cell_w, lvl_err, out_t, out_r, r,
                                          offsets[r] if fill else 0)
-        if not fill:
-            offsets[r], span[r, 0], span[r, 1] = n, first_kept, last_kept
+        if not fill:  # a ray without kept samples gets the empty span [0, 0): the filling pass writes nothing
+            offsets[r], span[r, 0], span[r, 1] = n, (first_kept if n else 0), (last_kept if n else -1)
 
 
 @pjit
