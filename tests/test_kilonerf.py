@@ -33,7 +33,7 @@ def _points(n, seed=0, margin=0.1):
 
 
 def test_grid_resolution_matches_the_reference():
-    assert grid_resolution(AABB, 16) == (9, 16, 10)  # 1440 networks for lego (spec kilonerf.md §2)
+    assert grid_resolution(AABB, 16) == (9, 16, 10)  # 1440 networks for lego (KiloNeRF, arXiv:2103.13744)
     assert KiloNeRFField(AABB).n_nets == 1440
     f = KiloNeRFField(AABB)
     assert sum(p.numel() for p in f.parameters()) == 1440 * 6212

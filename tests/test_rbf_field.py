@@ -1,4 +1,4 @@
-"""RBFField (GNF-SH radiance field, spec rbf_fields.md §1.4).
+"""RBFField (GNF-SH radiance field, arXiv:2503.06762).
 
 The expanded-form q of GaussianRBFLayer against the naive [B, N, D] float64 form is already
 covered by tests/test_encoders_models.py::test_rbf_layer_matches_naive_float64_and_gradcheck.

@@ -1,6 +1,6 @@
 """Densification strategies for Gaussian splats (swappable: the method only calls the interface).
 
-:class:`DefaultStrategy` follows gsplat's ``DefaultStrategy`` defaults (spec section 4.1):
+:class:`DefaultStrategy` follows gsplat's ``DefaultStrategy`` defaults (gsplat, arXiv:2409.06765):
 grow where the view-averaged screen-space mean gradient, rescaled by (W/2, H/2) and the number
 of cameras, exceeds ``grow_grad2d`` (clone if max scale <= grow_scale3d x scene_scale, else split
 into 2 children sampled from N(mu, Sigma) with scale / 1.6); prune opacity < ``prune_opa`` and,

@@ -1,4 +1,4 @@
-"""Coordinate and direction encoders (spec: /work/shared/specs/encodings.md, rbf_fields.md).
+"""Coordinate and direction encoders (each module cites its paper).
 
 Every encoder is an ``nn.Module`` with ``in_dim``, ``out_dim`` and ``input_range`` (the per-axis
 coordinate range it expects); ``forward(x[..., in_dim]) -> [..., out_dim]``. Sinusoidal encoders

@@ -3,7 +3,7 @@
 For each candidate, the *untrained* model's output on the full coordinate grid is summarised by
 a spectrum and compared with the target's spectrum by the 1-D Wasserstein-1 distance (only the
 spectrum's shape matters); the candidate with the smallest mean distance over ``n_seeds``
-initialisations is chosen. Spectrum of an image y [C, H, W] (spec §5.2, the reference quirk):
+initialisations is chosen. Spectrum of an image y [C, H, W] (as the authors' reference code computes it):
 resize to a square of side min(H, W, 1024) if needed (antialiased), F = sum_c |FFT2(y_c)|
 (unshifted), spectrum[m] = sum over kx, ky >= 0 with kx + ky = m of F[ky, kx], for m = 1..S
 (DC dropped, first quadrant only).

@@ -1,4 +1,4 @@
-"""Gaussian RBF grid (Gaussian RBFNet / GNF, spec rbf_fields.md).
+"""Gaussian RBF grid (Gaussian RBFNet / GNF, arXiv:2503.06762).
 
 A low-resolution multi-level grid (:class:`HashGrid`, x in [0, 1]^d) gives features F; one layer
 of N Gaussian units in *feature space* follows:

@@ -1,4 +1,4 @@
-"""SAPE: spatially-adaptive progressive encoding (Hertz et al. 2021), spec §4.3 behaviour.
+"""SAPE: spatially-adaptive progressive encoding (Hertz et al. 2021, arXiv:2104.09125).
 
 Wraps a sorted sinusoidal encoding (:class:`FourierFeatures` or :class:`FrequencyEncoding`,
 x in [-1, 1]^d, d = 2 or 3) whose features are ``n_passthrough`` always-on channels followed by

@@ -1,4 +1,4 @@
-"""Shifted-basis embeddings ("Rethinking Positional Encoding", Zheng et al. 2021), spec §3.
+"""Shifted-basis embeddings ("Rethinking Positional Encoding", Zheng et al. 2021, arXiv:2107.02561).
 
 Per axis, x in [0, 1] is embedded against D centres t_j = j / D:
 - ``gaussian``: phi = exp(-0.5 (x - t_j)^2 / width^2)        (width = sigma, default 1/D)

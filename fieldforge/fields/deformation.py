@@ -1,4 +1,4 @@
-"""Deformation field for dynamic Gaussians (GauFRe, spec deformation.md §1.3-1.4).
+"""Deformation field for dynamic Gaussians (GauFRe, arXiv:2312.11458).
 
 An MLP of the canonical centre p (detached) and time t in [0, 1] predicts offsets of position,
 log-scale and rotation, applied to the *dynamic* Gaussians only:

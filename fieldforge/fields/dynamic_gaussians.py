@@ -1,4 +1,4 @@
-"""Gaussians for dynamic scenes (GauFRe, spec deformation.md §1): one cloud with a fixed,
+"""Gaussians for dynamic scenes (GauFRe, arXiv:2312.11458): one cloud with a fixed,
 non-learned per-Gaussian ``dynamic`` flag and a deformation MLP.
 
 Dynamic Gaussians (flag True) live in canonical space and are warped to time t in [0, 1] by

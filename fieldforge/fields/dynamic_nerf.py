@@ -1,4 +1,4 @@
-"""Time-conditioned MLP NeRF with optional ResField layers (T-NeRF / ResFields, spec resfields.md).
+"""Time-conditioned MLP NeRF with optional ResField layers (T-NeRF / ResFields, arXiv:2309.03160).
 
 Positions are normalised to [-1, 1]^3 by ``aabb``; time t in [0, 1] (the Field contract) enters
 twice, as in the reference: frequency-encoded (mapped to [-1, 1], ``time_freqs`` frequencies)

@@ -1,13 +1,13 @@
 """KiloNeRF: a grid of thousands of tiny MLPs, one per cell of the scene box (Reiser et al. 2021).
 
-Grid (spec kilonerf.md §2): the field's ``aabb`` is split into ``resolution`` cells per axis,
+Grid (KiloNeRF, arXiv:2103.13744): the field's ``aabb`` is split into ``resolution`` cells per axis,
 the longest axis gets ``cells`` (default 16) and the others as many as keeps cells nearly
 cubic (lego's box: 9 x 16 x 10 = 1440 networks). Cell index per axis
 ``floor((x - min) / cell_size)``; the flat network index is row-major with **z fastest**.
 Each network sees its cell's **local** coordinates in [-1, 1]^3, frequency-encoded with
 frequencies 2^0 .. 2^9 (no pi, as the reference); view directions stay global (2^0 .. 2^3).
 
-Tiny MLP per cell (§3): 63 -> 32 -> 32 (ReLU), sigma head 32 -> 1, linear bottleneck 32 -> 32,
+Tiny MLP per cell (the paper's architecture): 63 -> 32 -> 32 (ReLU), sigma head 32 -> 1, linear bottleneck 32 -> 32,
 [bottleneck, dir enc] 59 -> 32 (ReLU) -> 3; density = relu(sigma), rgb = sigmoid. 6,212
 parameters per network, every network starting from the *same* Kaiming-uniform draw.
 

@@ -1,4 +1,4 @@
-"""Gaussian RBF radiance field (GNF-SH, spec rbf_fields.md §1.2, §1.4): hash grid + one RBF layer.
+"""Gaussian RBF radiance field (GNF-SH; "Gaussian RBFNet", arXiv:2503.06762): hash grid + one RBF layer.
 
 Points are normalised to [0, 1]^3 by the field's ``aabb`` (clamped before the lookup); points
 outside get zero density. A low-resolution multi-level hash grid gives features F (level-major,
@@ -14,11 +14,11 @@ space plus a linear term (no MLP):
 
 ``sh_degree`` is the highest SH band (3DGS convention: 2 -> bands 0..2 -> K = 9), i.e.
 ``sh_basis(d, sh_degree + 1)`` in the repo's band-count convention. ``d`` must be unit vectors
-(Field contract; not renormalised). ``t`` is ignored. Activations (spec §1.4 leaves them open):
+(Field contract; not renormalised). ``t`` is ignored. Activations (the paper leaves them open):
 trunc_exp density with the -1 shift, as NGPField, so the ray marcher / occupancy thresholds
 behave alike; sigmoid on the SH sum.
 
-Initialisation (spec §3, reconstructed): table U(+-init_scale) with init_scale = 0.1 (not
+Initialisation (reconstructed, not stated by the paper): table U(+-init_scale) with init_scale = 0.1 (not
 tiny-cuda-nn's 1e-4, which would make all features ~0 and the units overlap); centres = grid
 features at 4096 random points of [0, 1]^3 and isotropic beta = 1 / median squared distance
 (:meth:`GaussianRBFLayer.init_from_samples`); W, b as ``nn.Linear``; w ~ N(0, 0.01^2).

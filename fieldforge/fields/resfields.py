@@ -1,6 +1,6 @@
 """ResFields: linear layers with a time-dependent low-rank weight residual (Mihajlovic et al. 2024).
 
-    y = x (W + dW(t))^T + b,   dW(t) = sum_r v_t[r] M_r        (spec resfields.md §1, "vm")
+    y = x (W + dW(t))^T + b,   dW(t) = sum_r v_t[r] M_r        (ResFields, arXiv:2309.03160, "vm")
 
 W [out, in] and b [out] are the host layer's (b is static); v [C, R] holds one coefficient row per
 time knot, M [R, out * in] the shared spanning set; both start at 0.01 * randn (not zero: a zero
@@ -99,7 +99,7 @@ class ResFieldSiren(Siren):
     """SIREN on (coordinates, t) in [-1, 1]^d whose hidden-to-hidden layers are ResField layers.
 
     Time is the input's last coordinate: it enters as an input and, mapped to [0, 1], through
-    the residuals (spec resfields.md: layers [1, ..., n_layers - 1], not the first or last).
+    the residuals (ResFields: layers [1, ..., n_layers - 1], not the first or last).
     The ResField layers keep SIREN's weight initialisation; v and M keep their own.
     """
 

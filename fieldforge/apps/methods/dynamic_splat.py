@@ -1,5 +1,5 @@
 """``dynamic-splat``: GauFRe, dynamic Gaussian splatting with a deformation MLP and a static
-cloud (spec deformation.md §1), on top of the ``splat`` recipe.
+cloud (GauFRe, arXiv:2312.11458), on top of the ``splat`` recipe.
 
 - Clouds: with seed points (real scenes) the static cloud is the seed points and the dynamic
   cloud ``init_num_points`` uniform points in the scene bounds (the reference); without seed

@@ -4,7 +4,7 @@ Network grid: over ``bounds``; with a teacher and no bounds given, ``train`` set
 box of the teacher's occupied cells (plus one cell), so no networks are spent on empty space
 (the reference reads a per-scene bbox.txt for the same purpose).
 
-Training (spec kilonerf.md §6-7): with ``--teacher RUN`` the first ``distill_steps`` steps
+Training (KiloNeRF, arXiv:2103.13744): with ``--teacher RUN`` the first ``distill_steps`` steps
 regress the teacher's colour and alpha, the occupancy grid is filled from the teacher's
 density; then image fine-tuning with the loss MSE + ``l2_view`` * sum of the (non-squared)
 L2 norms of the direction and colour layers' weight and bias tensors. Without a teacher it

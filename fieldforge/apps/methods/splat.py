@@ -1,4 +1,4 @@
-"""``splat``: 3D Gaussian splatting trained with gsplat's reference recipe (spec section 4.3).
+"""``splat``: 3D Gaussian splatting trained with gsplat's reference recipe (arXiv:2409.06765).
 
 Initialisation from the scene's seed points (``scene.points``/``point_colors``) or, without
 them or with ``init="random"``, ``init_num_points`` uniform points with random colours in the

@@ -1,6 +1,6 @@
 """A trained field as a distillation teacher (KiloNeRF's recipe, for any student field).
 
-Targets (spec kilonerf.md §6): at points x and uniformly random unit directions d,
+Targets (KiloNeRF's distillation, arXiv:2103.13744): at points x and uniformly random unit directions d,
 ``rgb_t = teacher rgb`` and ``alpha_t = 1 - exp(-sigma_t * delta)``, with delta the student's
 render step size (the interval the student's alphas are composited with). Loss: MSE over the
 four channels [rgb, alpha] of the student against the teacher. Half of each batch is uniform
