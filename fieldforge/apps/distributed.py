@@ -203,8 +203,12 @@ def _child(index: int, nproc: int, port: int, outcomes: str, fn: Callable[..., A
         outcome = (False, str(e))
     with open(Path(outcomes) / f"{index}.pkl", "wb") as f:
         pickle.dump(outcome, f)
-    if not outcome[0]:
-        sys.exit(2)
+    # Leave without interpreter finalisation: objects still holding the destroyed gloo group
+    # (the DDP reducer) would otherwise be freed while gloo's threads tear down, which can
+    # abort the process ("terminate called without an active exception") after its work is done.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0 if outcome[0] else 2)
 
 
 def launch(nproc: int, fn: Callable[..., Any], *args: Any) -> Any:
