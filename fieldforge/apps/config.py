@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import typing
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ class TrainConfig:
     method: str = "ngp"
     steps: int | None = None  # total steps of the run (None: the method's default)
     minutes: float | None = None  # wall-clock bound on training time
+    plan: str = "steps"  # "steps": schedules span ``steps``; "minutes": planned for the budget (apps.plan)
+    horizon: int | None = None  # a minutes plan's horizon when the run last stopped (for readers)
     seed: int = 0
     device: str = "auto"
     downscale: int = 1
@@ -83,8 +86,14 @@ def from_dict(cls: type, values: dict, source: Path | str = "config") -> Any:
 
 
 def save_config(path: Path, train: TrainConfig, method_cfg: Any) -> None:
-    path.write_text(json.dumps({"fieldforge": __version__, "train": to_dict(train),
-                                "method": to_dict(method_cfg)}, indent=2) + "\n")
+    """Write ``config.json`` atomically (a temporary file in the same folder, then a rename)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps({"fieldforge": __version__, "train": to_dict(train),
+                                   "method": to_dict(method_cfg)}, indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_config(path: Path) -> dict:

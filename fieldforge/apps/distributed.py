@@ -94,6 +94,15 @@ def agree(flag: bool) -> bool:
     return bool(t.item())
 
 
+def agree_int(value: int) -> int:
+    """Rank 0's ``value`` on every rank (a plan's horizon, estimated from rank 0's clock)."""
+    if world_size() == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.int64)
+    dist.broadcast(t, 0)
+    return int(t.item())
+
+
 def broadcast_state(module: nn.Module) -> None:
     """Overwrite the persistent state (``state_dict`` tensors) of ``module`` with rank 0's, in place."""
     if world_size() == 1:

@@ -73,7 +73,7 @@ def load_scene(cfg: TrainConfig) -> Scene:
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu", with_checkpoint: bool = True):
     """Rebuild a trained run: returns ``(method, train_config, scene)`` with the method's
-    state loaded from ``checkpoints/last.pt`` and put in eval mode."""
+    state loaded from ``checkpoints/last.pt``, its plan's horizon applied, in eval mode."""
     from fieldforge.apps.methods import get_method
 
     run = RunDir(Path(run_dir))
@@ -86,6 +86,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", with_check
     scene = load_scene(train)
     dev = resolve_device(str(device))
     method = cls(method_cfg, scene.split("train"), dev)
+    if train.plan == "minutes" and train.horizon:
+        method.plan(train.horizon)  # the schedules as the run last followed them
     if with_checkpoint:
         state = load_safe(run.checkpoint, map_location=dev)
         if "method" not in state:

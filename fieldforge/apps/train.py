@@ -30,10 +30,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="ngp", help="method name (nerf, ngp, splat, ...)")
     p.add_argument("--out", "-o", default=None, help="run directory (default: runs/<method>)")
     p.add_argument("--steps", type=int, default=None, help="total steps of the run (resume continues to it)")
-    p.add_argument("--minutes", type=float, default=None, help="stop after this much training time")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="training time budget; without --steps every schedule is planned to fit it")
     p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the global RNG and the method's generators")
     p.add_argument("--format", default=None, help="force the dataset format")
     p.add_argument("--downscale", type=int, default=1, help="downscale images by N on load")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -55,17 +56,29 @@ def _run_rank(args: argparse.Namespace) -> int:
     """Train as this process's rank (the only one without --nproc / torchrun)."""
     out = Path(args.out or f"runs/{args.method}")
     rd = RunDir(out)
+    if args.steps is not None and args.steps < 1:
+        raise FieldforgeError(f"--steps must be >= 1, got {args.steps}")
+    if args.minutes is not None and not args.minutes > 0:
+        raise FieldforgeError(f"--minutes must be > 0, got {args.minutes}")
     if args.resume:
         data = read_config(rd.config)
         cfg = from_dict(TrainConfig, data["train"], rd.config)
         cls = get_method(cfg.method)
         method_cfg = from_dict(cls.Config, data["method"], rd.config)
-        cfg = dataclasses.replace(cfg, steps=args.steps or cfg.steps, minutes=args.minutes)
+        if cfg.plan == "minutes":
+            if args.steps is not None:
+                raise FieldforgeError(f"{out}: this run is planned for a time budget; resume it with --minutes, "
+                                      "not --steps")
+            cfg = dataclasses.replace(cfg, minutes=args.minutes or cfg.minutes)
+        else:
+            steps = args.steps or cfg.steps
+            cfg = dataclasses.replace(cfg, steps=steps, minutes=args.minutes)
+            method_cfg = dataclasses.replace(method_cfg, steps=steps)  # schedules span the new total
     else:
         if rd.checkpoint.is_file():
             raise FieldforgeError(f"{out}: run already exists; use --resume to continue it or choose another --out")
         cls = get_method(args.method)
-        method_cfg = apply_overrides(cls.Config(), args.overrides)
+        method_cfg = dataclasses.replace(apply_overrides(cls.Config(), args.overrides), seed=args.seed)
         if getattr(args, "teacher", None):
             if not hasattr(method_cfg, "teacher"):
                 raise FieldforgeError(f"--teacher: method {args.method!r} does not train by distillation")
@@ -76,12 +89,13 @@ def _run_rank(args: argparse.Namespace) -> int:
             if hasattr(method_cfg, "bounds") and not method_cfg.bounds:
                 bounds = tuple(round(v, 4) for v in Teacher.occupied_bounds(method_cfg.teacher))
                 method_cfg = dataclasses.replace(method_cfg, bounds=bounds)
-        if args.steps is not None and hasattr(method_cfg, "steps"):
+        plan = "minutes" if args.minutes is not None and args.steps is None else "steps"
+        if args.steps is not None:
             method_cfg = dataclasses.replace(method_cfg, steps=args.steps)  # schedules span the run
         cfg = TrainConfig(data=args.data, format=args.format, method=args.method, steps=args.steps,
-                          minutes=args.minutes, seed=args.seed, device=args.device, downscale=args.downscale,
-                          checkpoint_seconds=args.checkpoint_seconds)
-    total = cfg.steps or getattr(method_cfg, "steps", 1000)
+                          minutes=args.minutes, plan=plan, seed=args.seed, device=args.device,
+                          downscale=args.downscale, checkpoint_seconds=args.checkpoint_seconds)
+    total = None if cfg.plan == "minutes" else cfg.steps or method_cfg.steps
     cfg = dataclasses.replace(cfg, steps=total)
     torch.manual_seed(cfg.seed)
     scene = load_scene(cfg)
@@ -94,5 +108,7 @@ def _run_rank(args: argparse.Namespace) -> int:
     with live_viewer(args, method, scene, rd) if distributed.is_main() else contextlib.nullcontext() as on_step:
         summary = train(method, rd, cfg, total, resume=args.resume, quiet=args.quiet, on_step=on_step)
     if distributed.is_main():
+        if "horizon" in summary:  # the plan as it stood when the run stopped
+            save_config(rd.config, dataclasses.replace(cfg, horizon=summary["horizon"]), method_cfg)
         print(json.dumps({"run": str(out), **summary}))
     return 0

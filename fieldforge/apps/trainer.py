@@ -5,6 +5,11 @@ generators), the global torch RNG state, the step and the training seconds so fa
 from the checkpoint of step k and training to N gives the same parameters as an
 uninterrupted run to N (on the same device and torch build).
 
+Plans (:mod:`fieldforge.apps.plan`): with ``cfg.plan == "minutes"`` the run has no step limit;
+a :class:`~fieldforge.apps.plan.BudgetPlanner` estimates the steps the budget allows from the
+measured step times and the method's schedules follow it (:meth:`Method.plan`); its state is part
+of the checkpoint. Step times come from :data:`clock`.
+
 Data-parallel (several ranks, :mod:`fieldforge.apps.distributed`): every rank runs this loop;
 rank 0 alone writes the log, checkpoints and progress bar; the checkpoint also holds every
 rank's own state (``"ranks"``); the checkpoint and minutes-budget decisions are rank 0's.
@@ -26,55 +31,80 @@ from fieldforge.apps import distributed
 from fieldforge.apps.checkpoint import load_safe, save_atomic
 from fieldforge.apps.config import TrainConfig
 from fieldforge.apps.methods.base import Method
+from fieldforge.apps.plan import BudgetPlanner
 from fieldforge.apps.run import RunDir
 from fieldforge.errors import FieldforgeError
 
+clock: Callable[[], float] = time.perf_counter  # measures step times (tests replace it)
 
-def save_checkpoint(run: RunDir, method: Method, step: int, train_seconds: float) -> None:
+
+def save_checkpoint(run: RunDir, method: Method, step: int, train_seconds: float,
+                    planner: BudgetPlanner | None = None) -> None:
     """Rank 0 writes; with several ranks every rank must call it (it gathers their states)."""
     state = {"step": step, "train_seconds": train_seconds, "method": method.state_dict(),
              "torch_rng": torch.get_rng_state()}
+    if planner is not None:
+        state["plan"] = planner.state_dict()
     if distributed.world_size() > 1:
         state["ranks"] = distributed.gather_rank_states(method)
     if distributed.is_main():
         save_atomic(state, run.checkpoint)
 
 
-def restore_checkpoint(run: RunDir, method: Method) -> tuple[int, float]:
+def restore_checkpoint(run: RunDir, method: Method, planner: BudgetPlanner | None = None) -> tuple[int, float]:
     state = load_safe(run.checkpoint, map_location=method.device)
     method.load_state_dict(state["method"])
     torch.set_rng_state(state["torch_rng"].cpu())
     distributed.load_rank_states(method, state.get("ranks"))
+    if planner is not None:
+        if "plan" not in state:
+            raise FieldforgeError(f"{run.checkpoint}: this run was not planned for a time budget (no plan saved)")
+        planner.load_state_dict(state["plan"])
     return int(state["step"]), float(state["train_seconds"])
 
 
-def train(method: Method, run: RunDir, cfg: TrainConfig, total_steps: int, resume: bool = False,
+def make_planner(cfg: TrainConfig, method: Method) -> BudgetPlanner | None:
+    """The budget planner of a ``minutes`` plan (None for a ``steps`` plan)."""
+    if cfg.plan != "minutes":
+        return None
+    if cfg.minutes is None or cfg.minutes <= 0:
+        raise FieldforgeError(f"a time-budget plan needs --minutes > 0, got {cfg.minutes}")
+    return BudgetPlanner(cfg.minutes * 60.0, method.recipe.steps)
+
+
+def train(method: Method, run: RunDir, cfg: TrainConfig, total_steps: int | None, resume: bool = False,
           quiet: bool = False, on_step: Callable[[int, Method], None] | None = None) -> dict:
-    """Train ``method`` up to ``total_steps`` (the run's total). Returns a summary dict.
-    ``on_step(step, method)`` runs after each step (``step`` = steps done); it may block (the
-    live viewer's pause), which does not count as training time."""
+    """Train ``method`` up to ``total_steps`` (the run's total; None: until the minutes budget is
+    spent). Returns a summary dict (with "horizon" under a minutes plan). ``on_step(step, method)``
+    runs after each step (``step`` = steps done); it may block (the live viewer's pause), which
+    does not count as training time."""
     start, train_seconds = 0, 0.0
+    planner = make_planner(cfg, method)
     if resume and run.checkpoint.is_file():
-        start, train_seconds = restore_checkpoint(run, method)
+        start, train_seconds = restore_checkpoint(run, method, planner)
     elif resume:
         raise FieldforgeError(f"{run.checkpoint}: nothing to resume (no checkpoint)")
+    if planner is not None:
+        if planner.seconds != cfg.minutes * 60.0:  # resumed with another budget: re-plan its horizon
+            planner.extend(cfg.minutes * 60.0, start, train_seconds)
+        method.plan(planner.horizon)
     run.log.parent.mkdir(parents=True, exist_ok=True)
     method.train()
-    last_ckpt = time.perf_counter()
+    last_ckpt = clock()
     budget = None if cfg.minutes is None else cfg.minutes * 60.0
     step = start
-    rays_total, t_loop = 0.0, time.perf_counter()
+    rays_total, t_loop = 0.0, clock()
     bar = tqdm(total=total_steps, initial=start, disable=quiet or not distributed.is_main(), dynamic_ncols=True,
                desc=f"train {method.name}")
     stopped = "steps"
     with run.log.open("a") if distributed.is_main() else open(os.devnull, "w") as log:
-        while step < total_steps:
+        while total_steps is None or step < total_steps:
             if distributed.agree(budget is not None and train_seconds >= budget):
                 stopped = "minutes"
                 break
-            t0 = time.perf_counter()
+            t0 = clock()
             metrics = method.train_step(step)
-            dt = time.perf_counter() - t0
+            dt = clock() - t0
             loss = float(metrics["loss"])
             if not math.isfinite(loss):
                 bar.close()
@@ -85,8 +115,11 @@ def train(method: Method, run: RunDir, cfg: TrainConfig, total_steps: int, resum
             step += 1
             rays_total += float(metrics.get("rays", 0.0))
             bar.update(1)
+            if planner is not None and planner.revise(step, train_seconds):
+                planner.horizon = distributed.agree_int(planner.horizon)  # rank 0's clock decides
+                method.plan(planner.horizon)
             if step % cfg.log_every == 0 or step == total_steps:
-                rps = rays_total / max(time.perf_counter() - t_loop, 1e-9)
+                rps = rays_total / max(clock() - t_loop, 1e-9)
                 post = {"loss": f"{loss:.4f}", "rays/s": f"{rps:,.0f}"}
                 if "psnr" in metrics:
                     post["psnr"] = f"{metrics['psnr']:.2f}"
@@ -94,14 +127,15 @@ def train(method: Method, run: RunDir, cfg: TrainConfig, total_steps: int, resum
                 log.write(json.dumps({"step": step, "train_seconds": round(train_seconds, 3), "rays_per_second": rps,
                                       **{k: float(v) for k, v in metrics.items()}}) + "\n")
                 log.flush()
-            if distributed.agree(time.perf_counter() - last_ckpt >= cfg.checkpoint_seconds):
-                save_checkpoint(run, method, step, train_seconds)
-                last_ckpt = time.perf_counter()
+            if distributed.agree(clock() - last_ckpt >= cfg.checkpoint_seconds):
+                save_checkpoint(run, method, step, train_seconds, planner)
+                last_ckpt = clock()
             if on_step is not None:
                 on_step(step, method)
     bar.close()
-    save_checkpoint(run, method, step, train_seconds)
-    return {"step": step, "train_seconds": train_seconds, "stopped_by": stopped}
+    save_checkpoint(run, method, step, train_seconds, planner)
+    summary = {"step": step, "train_seconds": train_seconds, "stopped_by": stopped}
+    return summary if planner is None else {**summary, "horizon": planner.horizon}
 
 
 def _ckpt_step(run: RunDir) -> int:

@@ -15,6 +15,11 @@ A method owns its model(s), optimisers and schedulers. The trainer only calls:
   (model, optimisers, schedulers, method RNG). Tensors, numbers, strings, lists and dicts
   only, so checkpoints load with ``torch.load(weights_only=True)``.
 
+Plans (:mod:`fieldforge.apps.plan`): ``config`` is the recipe for ``config.steps`` steps and
+stays available as ``recipe``; :meth:`Method.plan` makes the schedules span another horizon (its
+``config`` becomes :func:`~fieldforge.apps.plan.planned` of the recipe, and :meth:`on_plan` updates
+anything built from it). ``config.seed`` seeds the method's own generators.
+
 Optional, for ``train --nproc`` (:mod:`fieldforge.apps.distributed`): ``distribute()`` switches
 the method to data-parallel (methods without it are refused), ``rank_state()`` /
 ``load_rank_state()`` save and restore a rank's own state (its ray generator).
@@ -30,6 +35,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from fieldforge.apps.plan import planned
 from fieldforge.errors import FieldforgeError
 from fieldforge.scenes import Cameras, Scene
 
@@ -38,7 +44,11 @@ METHODS: dict[str, type["Method"]] = {}
 
 @dataclasses.dataclass
 class MethodConfig:
-    """Base for method configs; subclasses add typed fields with defaults."""
+    """Base for method configs; subclasses add typed fields with defaults and mark the step
+    positions of their recipe with :func:`~fieldforge.apps.plan.phase`."""
+
+    seed: int = 0  # seeds the method's generators (rays, backgrounds, initial points); ``train --seed``
+    steps: int = 1000  # the recipe's length: the horizon of its schedules
 
 
 class Method(nn.Module):
@@ -48,8 +58,16 @@ class Method(nn.Module):
 
     def __init__(self, config: Any, scene: Scene, device: torch.device):
         super().__init__()
-        self.config = config
+        self.config = self.recipe = config
         self.device = device
+
+    def plan(self, horizon: int) -> None:
+        """Make every schedule span ``horizon`` steps (the recipe's phases rescaled)."""
+        self.config = planned(self.recipe, horizon)
+        self.on_plan()
+
+    def on_plan(self) -> None:
+        """Update what was built from ``config`` after :meth:`plan` (default: nothing)."""
 
     def train_step(self, step: int) -> dict[str, float]:
         raise NotImplementedError
@@ -75,11 +93,3 @@ def get_method(name: str) -> type[Method]:
         raise FieldforgeError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
     return METHODS[name]
 
-
-def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
-    """Build a config dataclass, refusing unknown keys with a clear error."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - names
-    if unknown:
-        raise FieldforgeError(f"unknown option(s) for {cls.__name__}: {', '.join(sorted(unknown))}")
-    return cls(**values)

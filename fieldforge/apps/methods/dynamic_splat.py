@@ -26,6 +26,7 @@ from torch import Tensor
 from fieldforge.apps.losses import splat_loss
 from fieldforge.apps.methods.base import register
 from fieldforge.apps.methods.splat import SplatConfig, SplatMethod
+from fieldforge.apps.plan import phase
 from fieldforge.errors import FieldforgeError
 from fieldforge.fields.deformation import DeformationMLP
 from fieldforge.fields.dynamic_gaussians import DynamicGaussianModel
@@ -35,10 +36,10 @@ from fieldforge.scenes import Cameras, Scene
 @dataclass
 class DynamicSplatConfig(SplatConfig):
     steps: int = 40_000
-    refine_stop_iter: int = 20_000
+    refine_stop_iter: int = phase(20_000)
     static_fraction: float = 0.5
-    warmup_steps: int = 3000
-    l2_until: int = 20_000
+    warmup_steps: int = phase(3000)
+    l2_until: int = phase(20_000)
     lr_deformation: float = 1e-2  # synthetic scenes (reference: 1e-3 for real ones)
     lr_deformation_final: float = 1e-3  # fraction of lr_deformation reached at ``steps``
     pos_freqs: int = 10
@@ -65,11 +66,11 @@ class DynamicSplatMethod(SplatMethod):
     def _init_model(self, cfg: DynamicSplatConfig, scene: Scene) -> DynamicGaussianModel:
         seeds = self._seed_points(cfg, scene)
         if seeds is not None:
-            static, dynamic = seeds, self._uniform_points(scene, cfg.init_num_points)
+            static, dynamic = seeds, self._uniform_points(scene, self.init_points)
         else:
-            n_static = round(cfg.static_fraction * cfg.init_num_points)
+            n_static = round(cfg.static_fraction * self.init_points)
             static = self._uniform_points(scene, n_static)
-            dynamic = self._uniform_points(scene, cfg.init_num_points - n_static)
+            dynamic = self._uniform_points(scene, self.init_points - n_static)
         deformation = DeformationMLP(cfg.pos_freqs, cfg.time_freqs, cfg.deform_width, cfg.deform_depth,
                                      rotation=cfg.rotation)
         return DynamicGaussianModel.from_clouds(self._cloud(cfg, *static), self._cloud(cfg, *dynamic), deformation)

@@ -28,6 +28,7 @@ from torch import Tensor
 from fieldforge.apps import distributed
 from fieldforge.apps.methods.base import Method, MethodConfig, register
 from fieldforge.apps.methods.teacher import Teacher
+from fieldforge.apps.plan import phase
 from fieldforge.errors import FieldforgeError
 from fieldforge.fields.base import Field
 from fieldforge.render.marcher import render_camera, render_rays
@@ -40,7 +41,7 @@ from fieldforge.scenes import Cameras, Scene, background_rgb
 class RadianceConfig(MethodConfig):
     steps: int = 3000
     lr: float = 1e-2
-    lr_final_factor: float = 0.03  # exponential decay to lr * factor at the last step
+    lr_final_factor: float = 0.03  # exponential decay to lr * factor at the last step (``steps``)
     eps: float = 1e-15
     weight_decay: float = 0.0
     init_batch_rays: int = 1024
@@ -49,7 +50,7 @@ class RadianceConfig(MethodConfig):
     steps_per_diagonal: int = 512  # render step size = aabb diagonal / this
     grid_resolution: int = 128
     grid_every: int = 16
-    grid_warmup: int = 256
+    grid_warmup: int = phase(256)  # steps during which every grid update visits every cell
     grid_stride: int = 2  # each grid update evaluates 1/stride^3 of nerfacc's cells (1 = nerfacc's rule)
     occ_thre: float = 1e-2
     train_background: str = "random"  # random | white | black | scene (the scene's eval background)
@@ -57,7 +58,7 @@ class RadianceConfig(MethodConfig):
     alpha_thre: float = 0.0
     render_chunk: int = 8192
     teacher: str = ""  # run directory of a trained field to distil from ("" = train from the images)
-    distill_steps: int = 1000  # steps of distillation before image fine-tuning (when a teacher is set)
+    distill_steps: int = phase(1000)  # steps of distillation before image fine-tuning (when a teacher is set)
     distill_batch: int = 2**14  # points per distillation step
 
 
@@ -89,11 +90,9 @@ class RadianceMethod(Method):
         self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)]).to(device)
         self.widths = torch.tensor([im.shape[1] for im in scene.images], device=device)
         self.pixels = torch.cat([im.reshape(-1, im.shape[-1]) for im in scene.images]).to(device)
-        self.generator = torch.Generator(device=device).manual_seed(0)
+        self.generator = torch.Generator(device=device).manual_seed(config.seed)
         self.batch_rays = config.init_batch_rays
         self.optimizer = self.make_optimizer()
-        gamma = config.lr_final_factor ** (1.0 / max(config.steps, 1))
-        self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma)
         self._teacher: tuple[Teacher, ...] = ()  # loaded on the first distillation step, never saved
         self._ddp: tuple[torch.nn.Module, ...] = ()  # the DDP wrapper when training data-parallel, never saved
 
@@ -115,11 +114,18 @@ class RadianceMethod(Method):
         return {"generator": self.generator.get_state()}
 
     def load_rank_state(self, state: dict | None) -> None:
-        """Restore :meth:`rank_state`; None: this rank's fresh generator (seeded by its rank)."""
+        """Restore :meth:`rank_state`; None: this rank's fresh generator (seeded by seed + rank)."""
         if state is None:
-            self.generator.manual_seed(distributed.rank())
+            self.generator.manual_seed(self.config.seed + distributed.rank())
         else:
             self.generator.set_state(state["generator"].cpu() if self.device.type == "cpu" else state["generator"])
+
+    def _step_optimizer(self, step: int) -> None:
+        """Adam step at lr * lr_final_factor^(step / steps) (exponential decay over the plan's horizon)."""
+        c = self.config
+        for group in self.optimizer.param_groups:
+            group["lr"] = c.lr * c.lr_final_factor ** (min(step, c.steps) / max(c.steps, 1))
+        self.optimizer.step()
 
     def _objective(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)``, run as DDP's forward when training data-parallel."""
@@ -166,8 +172,7 @@ class RadianceMethod(Method):
         loss = self._objective(teacher.loss, self.field, self.estimator, n, self.step_size, self.generator)
         self.optimizer.zero_grad(set_to_none=True)
         (loss * (frac * distributed.world_size())).backward()  # DDP averages: each point weighs 1 / batch
-        self.optimizer.step()
-        self.scheduler.step()
+        self._step_optimizer(step)
         return {"loss": distributed.all_sum(float(loss.detach()) * frac)[0], "distill": 1.0}
 
     def _train_forward(self, rays: Rays, background: Tensor) -> tuple[dict[str, Tensor], Tensor | None]:
@@ -201,8 +206,7 @@ class RadianceMethod(Method):
         loss = mse_t * weight if reg is None else mse_t * weight + reg
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.optimizer.step()
-        self.scheduler.step()
+        self._step_optimizer(step)
         mse, n_samples = distributed.all_sum(float(mse_t.detach()) * frac, float(out["num_samples"]))
         self.batch_rays = int(min(c.max_batch_rays, max(256, self.batch_rays * c.target_samples / max(n_samples, 1))))
         return {"loss": mse + (0.0 if reg is None else float(reg.detach())), "psnr": -10 * math.log10(max(mse, 1e-12)),
@@ -219,14 +223,13 @@ class RadianceMethod(Method):
     # ------------------------------------------------------------------ state
     def state_dict(self, *args, **kwargs) -> dict:  # type: ignore[override]
         return {"field": self.field.state_dict(), "estimator": self.estimator.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
                 **self.rank_state(), "batch_rays": self.batch_rays}
 
     def load_state_dict(self, state: dict, strict: bool = True):  # type: ignore[override]
         self.field.load_state_dict(state["field"])
         self.estimator.load_state_dict(state["estimator"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        self.optimizer.load_state_dict(state["optimizer"])  # (a "scheduler" entry of older runs is not needed)
         self.load_rank_state(state)
         self.batch_rays = int(state["batch_rays"])
 

@@ -7,6 +7,11 @@ permutation of the images per epoch, from a generator stored in the state). Per-
 Adam (eps 1e-15) with the reference learning rates; the means' rate is 1.6e-4 x scene_scale
 decaying exponentially to 1% at ``steps``. The active SH degree grows by one every
 ``sh_degree_interval`` steps. Densification is a swappable strategy (:mod:`strategy`).
+Sizes follow the images: by default (0) ``init_num_points`` = min(100,000, 2.5 x the pixels of
+a training image) and ``cap_max`` = min(1,000,000, 25 x those pixels), the reference values at
+200 x 200 px and proportionally fewer Gaussians for smaller images. Under a time budget the
+recipe's phases (SH degree interval, densification start and stop) are rescaled to the planned
+horizon (:mod:`fieldforge.apps.plan`); ``refine_every`` and ``reset_every`` stay fixed counts.
 scene_scale = 1.1 x the largest camera distance from the cameras' centroid.
 Training composites on the scene's background colour (or a random one per step).
 """
@@ -21,6 +26,7 @@ from torch import Tensor
 
 from fieldforge.apps.losses import splat_loss
 from fieldforge.apps.methods.base import Method, MethodConfig, register
+from fieldforge.apps.plan import phase
 from fieldforge.apps.strategy import DefaultStrategy
 from fieldforge.errors import FieldforgeError
 from fieldforge.fields.gaussians import PARAM_NAMES, GaussianModel
@@ -31,10 +37,10 @@ from fieldforge.scenes import Cameras, Scene, background_rgb
 class SplatConfig(MethodConfig):
     steps: int = 30_000  # run length: horizon of the means' learning-rate decay
     sh_degree: int = 3
-    sh_degree_interval: int = 1000
+    sh_degree_interval: int = phase(1000)
     ssim_lambda: float = 0.2
     init: str = "auto"  # "auto" (seed points if any, else random), "points", "random"
-    init_num_points: int = 100_000
+    init_num_points: int = 0  # random initial points; 0 = min(100k, 2.5 x pixels of an image)
     init_opacity: float = 0.1
     init_scale: float = 1.0
     lr_means: float = 1.6e-4  # x scene_scale
@@ -43,13 +49,13 @@ class SplatConfig(MethodConfig):
     lr_opacities: float = 5e-2
     lr_sh0: float = 2.5e-3
     lr_shN: float = 2.5e-3 / 20
-    refine_start_iter: int = 500
-    refine_stop_iter: int = 15_000
+    refine_start_iter: int = phase(500)
+    refine_stop_iter: int = phase(15_000)
     refine_every: int = 100
     reset_every: int = 3000
     grow_grad2d: float = 2e-4
     prune_opa: float = 0.005
-    cap_max: int = 1_000_000
+    cap_max: int = 0  # most Gaussians densification may reach; 0 = min(1M, 25 x pixels of an image)
     random_background: bool = False
     tile_size: int = 0  # rasterizer tile size in pixels; 0 = the rasterizer's default for the path taken
 
@@ -74,20 +80,28 @@ class SplatMethod(Method):
         self.background = background_rgb(scene.background).to(device)
         self.images = [(img.float() / 255.0).to(device) for img in scene.images]  # [H, W, 3|4]
         self.scene_scale = scene_scale(scene.cameras)
-        self.generator = torch.Generator().manual_seed(0)
+        pixels = sum(img.shape[0] * img.shape[1] for img in scene.images) / max(len(scene.images), 1)
+        self.init_points = config.init_num_points or max(1, min(100_000, round(2.5 * pixels)))
+        self.cap_max = config.cap_max or max(1, min(1_000_000, round(25 * pixels)))
+        self.generator = torch.Generator().manual_seed(config.seed)
         self.order = torch.randperm(len(self.images), generator=self.generator)
         self.position = 0
         self.model = self._init_model(config, scene).to(device)
-        self.strategy = DefaultStrategy(
-            prune_opa=config.prune_opa, grow_grad2d=config.grow_grad2d, refine_start_iter=config.refine_start_iter,
-            refine_stop_iter=config.refine_stop_iter, refine_every=config.refine_every,
-            reset_every=config.reset_every, cap_max=config.cap_max)
+        self.on_plan()
         self.strategy_state = self.strategy.init_state(len(self.model))
         self._build_optimizers()
 
+    def on_plan(self) -> None:
+        """The densification strategy with the (planned) config's schedule."""
+        c = self.config
+        self.strategy = DefaultStrategy(
+            prune_opa=c.prune_opa, grow_grad2d=c.grow_grad2d, refine_start_iter=c.refine_start_iter,
+            refine_stop_iter=c.refine_stop_iter, refine_every=c.refine_every, reset_every=c.reset_every,
+            cap_max=self.cap_max)
+
     def _init_model(self, cfg: SplatConfig, scene: Scene) -> GaussianModel:
         seeds = self._seed_points(cfg, scene)
-        return self._cloud(cfg, *(seeds if seeds is not None else self._uniform_points(scene, cfg.init_num_points)))
+        return self._cloud(cfg, *(seeds if seeds is not None else self._uniform_points(scene, self.init_points)))
 
     def _seed_points(self, cfg: SplatConfig, scene: Scene) -> tuple[Tensor, Tensor] | None:
         """The scene's seed points and colours in [0, 1] when ``cfg.init`` uses them, else None."""
