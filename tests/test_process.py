@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -128,6 +129,22 @@ def test_corner_outputs_report_and_downscaled_copies(corner):
     assert half.shape == (H // 2, W // 2, 3) and np.abs(half - box).max() <= 0.5 + 1e-9
     assert np.array_equal(iio.imread(data / "images" / "view_3.png"), images[3])
     assert not any(p.name.startswith(".") for p in data.parent.iterdir())  # the temp folder is gone
+
+
+def test_train_on_photos_processes_them_into_the_run_and_reuses_them(corner, tmp_path, capsys):
+    photos = corner[3].parent / "photos"
+    run = tmp_path / "run"
+    args = ["train", str(photos), "--method", "splat", "--out", str(run), "--steps", "2", "--quiet",
+            "--set", "init_num_points=50"]
+    assert main(args) == 0
+    assert "registered 8 of 8 images" in capsys.readouterr().out
+    cfg = json.loads((run / "config.json").read_text())
+    assert Path(cfg["train"]["data"]) == run / "data" and load(run / "data").format == "nerfstudio"
+    assert main(["train", "--out", str(run), "--resume", "--steps", "3", "--quiet"]) == 0
+    stamp = (run / "data" / "transforms.json").stat().st_mtime_ns
+    shutil.rmtree(run / "checkpoints")  # a fresh run into the same folder reuses the processed data
+    assert main(args) == 0
+    assert "reusing" in capsys.readouterr().out and (run / "data" / "transforms.json").stat().st_mtime_ns == stamp
 
 
 def test_video_frames_are_sampled_evenly_and_posed(tmp_path):

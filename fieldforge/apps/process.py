@@ -28,9 +28,10 @@ import os
 import shutil
 from pathlib import Path
 
-from fieldforge.apps.process_inputs import MIN_IMAGES, gather_images, gather_video, is_video
+from fieldforge.apps.process_inputs import IMAGE_SUFFIXES, MIN_IMAGES, gather_images, gather_video, is_video
 from fieldforge.apps.process_sfm import CAMERA_MODELS, MATCHERS, SfmOptions, reconstruct, stats, transforms
-from fieldforge.errors import FieldforgeError
+from fieldforge.errors import DataError, FieldforgeError
+from fieldforge.scenes.loaders import detect_format
 
 DEFAULT_FRAMES = 100  # video frames kept when neither --fps nor --num-frames is given
 WARN_FRACTION = 0.8  # warn when fewer than this share of the images register
@@ -160,3 +161,24 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out} (transforms.json, colmap/sparse/0, sparse_pc.ply, images"
           + "".join(f", images_{k}" for k in args.downscales) + ", process_report.json)")
     return 0
+
+
+def is_photos(path: Path) -> bool:
+    """True for a video file, or a folder of photographs that no dataset loader recognises
+    (what ``fieldforge train`` processes before training)."""
+    if is_video(path):
+        return True
+    if not path.is_dir():
+        return False
+    try:
+        detect_format(path)
+    except DataError:
+        return any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir())
+    return False
+
+
+def process_default(src: Path, out: Path) -> int:
+    """``fieldforge process SRC -o OUT`` with the verb's default options."""
+    p = argparse.ArgumentParser(prog="fieldforge process")
+    add_arguments(p)
+    return run(p.parse_args([str(src), "-o", str(out)]))

@@ -1,5 +1,8 @@
 """``fieldforge train [DATA] --method M --out RUN``: train a method on a scene.
 
+DATA may also be a folder of photographs or a video: it is processed first (``fieldforge
+process`` with its defaults) into ``RUN/data``, which later runs and ``--resume`` reuse.
+
 ``--nproc N`` (or launching ``fieldforge train`` with ``torchrun --nproc-per-node N``) trains one
 scene on N ranks with DistributedDataParallel (field methods): each rank draws batch / N rays,
 gradients are averaged, rank 0 writes the run; see :mod:`fieldforge.apps.distributed`.
@@ -49,7 +52,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.resume and args.data:
+        args.data = str(_processed(Path(args.data), Path(args.out or f"runs/{args.method}")))
     return distributed.run_ranks(args.nproc, _run_rank, args)
+
+
+def _processed(data: Path, out: Path) -> Path:
+    """``data`` itself, or for photographs or a video the posed dataset ``out/data`` made from
+    them by ``fieldforge process`` (reused when a previous run made it)."""
+    from fieldforge.apps.process import is_photos, process_default
+
+    if not is_photos(data):
+        return data
+    posed = out / "data"
+    if (posed / "transforms.json").is_file():
+        print(f"reusing {posed} (processed from {data})")
+        return posed
+    if out.exists() and not out.is_dir():
+        raise FieldforgeError(f"{out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    process_default(data, posed)
+    return posed
 
 
 def _run_rank(args: argparse.Namespace) -> int:
