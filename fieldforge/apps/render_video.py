@@ -4,7 +4,9 @@
                           [--resolution WxH] [--time T] [-o OUT.mp4|OUT.gif|OUTDIR]
 
 ``orbit`` and ``spiral`` are built from the run's training cameras (:mod:`fieldforge.render.paths`);
-a JSON camera path is documented there too. A .ply target needs a JSON path (it has no cameras).
+a JSON camera path is documented there too. A .ply target (from any 3DGS trainer) takes its cameras
+from the trainer's ``cameras.json`` when found, else from a ring around its Gaussians
+(:mod:`fieldforge.apps.ply_scene`).
 Frames are written by :class:`fieldforge.apps.video.FrameWriter` (mp4, gif or a PNG folder).
 """
 
@@ -114,28 +116,19 @@ def _run_renderer(run_dir: Path, device: str, background: str | None) -> tuple[R
     return render, scene
 
 
-def _ply_renderer(ply: Path, device: str, background: str | None) -> RenderFn:
-    """Renderer of a standard 3DGS .ply (``fieldforge.fields.splat_ply.read``) through the rasterizer."""
+def _ply_renderer(ply: Path, device: str, background: str | None) -> tuple[RenderFn, Scene]:
+    """Renderer of a 3DGS .ply and the scene of its cameras (:func:`fieldforge.apps.ply_scene.ply_scene`)."""
+    from fieldforge.apps.ply_scene import ply_scene
     from fieldforge.apps.run import resolve_device
 
-    try:
-        from fieldforge.fields.splat_ply import read
-    except ModuleNotFoundError as e:
-        if e.name != "fieldforge.fields.splat_ply":
-            raise
-        raise FieldforgeError(f"{ply}: rendering .ply files needs fieldforge.fields.splat_ply "
-                              "(not available)") from None
-    dev = resolve_device(device)
-    model = read(ply).to(dev)
-    bg = parse_background(background, "white").to(dev)
+    method, scene, note = ply_scene(ply, resolve_device(device))
+    print(note)
+    bg = parse_background(background, "white").to(method.device)
 
     def render(cam: Cameras) -> Tensor:
-        cam = cam.to(dev)
-        colors, _, _ = model.render(cam.viewmats()[:1], cam.K[:1], int(cam.width[0]), int(cam.height[0]),
-                                    backgrounds=bg[None])
-        return colors[0].float().cpu()
+        return method.render(cam.to(method.device), bg)["rgb"].float().cpu()
 
-    return render
+    return render, scene
 
 
 def run(args: argparse.Namespace) -> int:
@@ -150,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     if target.suffix.lower() == ".ply":
         if not target.is_file():
             raise FieldforgeError(f"{target}: file not found")
-        render, source = _ply_renderer(target, args.device, args.background), None
+        render, source = _ply_renderer(target, args.device, args.background)
     else:
         render, source = _run_renderer(target, args.device, args.background)
     cameras = build_path(args.path, source, args.frames, args.time)

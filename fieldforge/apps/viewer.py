@@ -1,7 +1,7 @@
 """``fieldforge view RUN``: a browser viewer (viser) of a trained run; also the live viewer of
 ``fieldforge train --view``.
 
-    fieldforge view RUN [--host 127.0.0.1] [--port 8080] [--max-size 512] [--path-file FILE]
+    fieldforge view RUN|SCENE.ply [--host 127.0.0.1] [--port 8080] [--max-size 512] [--path-file FILE]
 
 Open http://HOST:PORT in a browser. The server renders each browser's view with
 ``method.render`` (:mod:`fieldforge.apps.viewer_render` converts viser cameras) at
@@ -56,7 +56,7 @@ def add_live_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="run directory (from fieldforge train)")
+    p.add_argument("run", help="run directory (from fieldforge train) or a 3D Gaussian splat .ply")
     add_server_arguments(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--path-file", default=None, help="camera-path JSON to save (default: RUN/camera_path.json)")
@@ -83,9 +83,19 @@ def live_viewer(args: argparse.Namespace, method: Method, scene: Scene, run: Run
 
 def run(args: argparse.Namespace) -> int:
     check_server_arguments(args)
-    method, _, scene = load_run(args.run, args.device)
+    target = Path(args.run)
+    if target.suffix.lower() == ".ply":
+        from fieldforge.apps.ply_scene import ply_scene
+        from fieldforge.apps.run import resolve_device
+
+        method, scene, note = ply_scene(target, resolve_device(args.device))
+        print(note)
+        path_file = args.path_file or target.with_name(f"{target.stem}_camera_path.json")
+    else:
+        method, _, scene = load_run(target, args.device)
+        path_file = args.path_file or RunDir(target).root / "camera_path.json"
     viewer = Viewer(method, scene, args.host, args.port, max_size=args.max_size, moving_size=args.moving_size,
-                    path_file=args.path_file or RunDir(Path(args.run)).root / "camera_path.json")
+                    path_file=path_file)
     print(f"viewer of {args.run}: {viewer.url} (Ctrl-C to stop)", flush=True)
     try:
         viewer.serve_forever()
