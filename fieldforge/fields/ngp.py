@@ -1,6 +1,9 @@
 """NGP-style radiance field: multiresolution hash grid + tiny MLPs (Instant-NGP / nerfacc).
 
-Points are normalised to [0, 1]^3 by the field's ``aabb``; points outside get zero density.
+Points are normalised to [0, 1]^3 by the field's ``aabb``; points outside get zero density. With
+``unbounded``, the box is the foreground of an unbounded scene: points are mapped to [-1, 1]^3 by
+the box, contracted (:func:`fieldforge.fields.contraction.contract`) into [-2, 2]^3 and the hash
+grid covers that, so every point of space has a density.
 density = trunc_exp(first output of the density MLP); colour = sigmoid(colour MLP of the
 remaining geometric features and the SH encoding (4 bands, 16 values) of the unit view
 direction).
@@ -14,14 +17,16 @@ from torch import Tensor
 from fieldforge.encoders.hashgrid import HashGrid
 from fieldforge.encoders.sh import SHEncoding
 from fieldforge.fields.base import Field
+from fieldforge.fields.contraction import contract
 from fieldforge.fields.mlp import MLP, trunc_exp
 
 
 class NGPField(Field):
     def __init__(self, aabb: Tensor, n_levels: int = 16, n_features: int = 2, log2_hashmap_size: int = 19,
                  base_resolution: int = 16, max_resolution: int = 2048, geo_features: int = 15,
-                 hidden: int = 64, color_layers: int = 2, sh_bands: int = 4):
+                 hidden: int = 64, color_layers: int = 2, sh_bands: int = 4, unbounded: bool = False):
         super().__init__(aabb)
+        self.unbounded = unbounded
         self.grid = HashGrid(in_dim=3, n_levels=n_levels, n_features=n_features,
                              log2_hashmap_size=log2_hashmap_size, base_resolution=base_resolution,
                              max_resolution=max_resolution)
@@ -31,6 +36,9 @@ class NGPField(Field):
 
     def _geo(self, x: Tensor) -> tuple[Tensor, Tensor]:
         xn = self.normalize(x)
+        if self.unbounded:
+            h = self.density_mlp(self.grid((contract(2.0 * xn - 1.0) + 2.0) / 4.0))
+            return trunc_exp(h[..., :1] - 1.0), h[..., 1:]
         inside = ((xn >= 0) & (xn <= 1)).all(-1, keepdim=True)
         h = self.density_mlp(self.grid(xn.clamp(0, 1)))
         density = trunc_exp(h[..., :1] - 1.0) * inside

@@ -15,6 +15,11 @@ every sample and composites with density and colour affine on the sample,
 :func:`~fieldforge.render.exact.exact_composite`; exact when the field is affine on each sample,
 e.g. a CPWL field whose breakpoints are the sample ends, and second-order accurate otherwise).
 The exact compositor returns rgb, opacity and depth only (no extra channels).
+
+Unbounded scenes (``n_far`` > 0): the grid's samples cover the foreground box and ``n_far``
+disparity-spaced samples per ray cover the rest of the ray up to ``far``
+(:func:`~fieldforge.render.far.far_samples`); the field must give densities everywhere
+(a contracted field).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from torch import Tensor
 
 from fieldforge.fields.base import Field
 from fieldforge.render.exact import exact_composite
+from fieldforge.render.far import far_samples, merge_packed
 from fieldforge.render.occupancy import OccupancyGrid
 from fieldforge.render.rays import Rays, camera_rays
 from fieldforge.render.volume import composite, exclusive_segment_cumsum
@@ -37,6 +43,7 @@ def render_rays(
     render_step_size: float, near: float = 0.0, far: float = 1e10, stratified: bool = False,
     early_stop_eps: float = 1e-4, alpha_thre: float = 0.0, prune: bool = True,
     generator: torch.Generator | None = None, compositor: str = "quadrature", per_pass: int = 32,
+    n_far: int = 0,
 ) -> dict[str, Tensor]:
     """Render ``rays``; returns per-ray "rgb", "opacity", "depth", extra channels and
     "num_samples" (a 0-dim tensor).
@@ -58,8 +65,8 @@ def render_rays(
         tt = None if t is None else t[ray_indices]
         return field.density(points(t_starts, t_ends, ray_indices), tt).reshape(-1)
 
-    ray_indices, t_starts, t_ends = estimator.sample(
-        rays, near=near, far=far, render_step_size=render_step_size, stratified=stratified, generator=generator)
+    ray_indices, t_starts, t_ends = _samples(estimator, rays, near, far, render_step_size, n_far, stratified,
+                                             generator)
     n_rays = len(rays)
     if prune and (early_stop_eps > 0 or alpha_thre > 0) and len(ray_indices):
         alpha_thre = min(alpha_thre, float(estimator.occs.mean()))
@@ -77,6 +84,16 @@ def render_rays(
                     background, extras)
     res["num_samples"] = torch.tensor(len(ray_indices))
     return res
+
+
+def _samples(estimator: OccupancyGrid, rays: Rays, near: float, far: float, render_step_size: float, n_far: int,
+             stratified: bool = False, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """The grid's packed samples, followed on each ray by ``n_far`` samples beyond its box."""
+    grid = estimator.sample(rays, near=near, far=far, render_step_size=render_step_size, stratified=stratified,
+                            generator=generator)
+    if n_far <= 0:
+        return grid
+    return merge_packed(grid, far_samples(rays, estimator.aabbs[-1], n_far, near, far))
 
 
 def _exact(field: Field, rays: Rays, ray_indices: Tensor, t_starts: Tensor, t_ends: Tensor,
@@ -155,7 +172,7 @@ def _visible_in_passes(
 def render_rays_passes(
     field: Field, estimator: OccupancyGrid, rays: Rays, background: Tensor | None, render_step_size: float,
     near: float = 0.0, far: float = 1e10, early_stop_eps: float = 1e-4, alpha_thre: float = 0.0,
-    per_pass: int = 16,
+    per_pass: int = 16, n_far: int = 0,
 ) -> dict[str, Tensor]:
     """Render ``rays`` without gradients, marching ``per_pass`` samples per ray at a time.
 
@@ -165,7 +182,7 @@ def render_rays_passes(
     """
     o, dirs, times = rays.origins, rays.directions, rays.times
     n_rays = len(rays)
-    ray_idx, t_starts, t_ends = estimator.sample(rays, None, near=near, far=far, render_step_size=render_step_size)
+    ray_idx, t_starts, t_ends = _samples(estimator, rays, near, far, render_step_size, n_far)
     alpha_thre = min(alpha_thre, float(estimator.occs.mean())) if alpha_thre > 0 else 0.0
     acc: dict[str, Tensor] = {}
 
@@ -201,6 +218,7 @@ def render_camera(
     field: Field, estimator: OccupancyGrid, cameras: Cameras, background: Tensor,
     render_step_size: float, near: float = 0.0, far: float = 1e10, chunk: int = 8192,
     early_stop_eps: float = 1e-4, alpha_thre: float = 0.0, compositor: str = "quadrature", per_pass: int = 16,
+    n_far: int = 0,
 ) -> dict[str, Tensor]:
     """Render camera 0 of ``cameras`` at its size: "rgb" [H, W, 3], "depth"/"opacity" [H, W, 1], extras."""
     H, W = int(cameras.height[0]), int(cameras.width[0])
@@ -209,10 +227,12 @@ def render_camera(
     for s in range(0, len(rays), chunk):
         if compositor == "quadrature":
             res = render_rays_passes(field, estimator, rays[s:s + chunk], background, render_step_size, near, far,
-                                     early_stop_eps=early_stop_eps, alpha_thre=alpha_thre, per_pass=per_pass)
+                                     early_stop_eps=early_stop_eps, alpha_thre=alpha_thre, per_pass=per_pass,
+                                     n_far=n_far)
         else:
             res = render_rays(field, estimator, rays[s:s + chunk], background, render_step_size, near, far,
-                              early_stop_eps=early_stop_eps, alpha_thre=alpha_thre, compositor=compositor)
+                              early_stop_eps=early_stop_eps, alpha_thre=alpha_thre, compositor=compositor,
+                              n_far=n_far)
         for k, v in res.items():
             if k not in ("weights", "num_samples"):
                 parts.setdefault(k, []).append(v)

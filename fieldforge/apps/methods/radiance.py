@@ -13,6 +13,12 @@ Distillation (``teacher`` = a trained field run): the first ``distill_steps`` st
 the teacher's colour and alpha (see :mod:`fieldforge.apps.methods.teacher`) instead of the
 images, after initialising the occupancy grid from the teacher's density; the remaining steps
 fine-tune on the images as above.
+
+Unbounded real captures (``unbounded``: "auto" = on for COLMAP, nerfstudio and LLFF scenes whose
+images have no alpha, with a field that supports it): the scene's box (from the seed points) is
+the foreground, the field contracts the rest of space around it (mip-NeRF 360's contraction,
+arXiv:2111.12077) and every ray adds ``far_samples`` disparity-spaced samples past the box
+(:mod:`fieldforge.render.far`); the occupancy grid stays on the foreground box.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -57,6 +63,8 @@ class RadianceConfig(MethodConfig):
     early_stop_eps: float = 1e-4
     alpha_thre: float = 0.0
     render_chunk: int = 8192
+    unbounded: str = "auto"  # auto | on | off: contract space outside the scene box (real captures)
+    far_samples: int = 32  # samples per ray beyond the box when unbounded
     teacher: str = ""  # run directory of a trained field to distil from ("" = train from the images)
     distill_steps: int = phase(1000)  # steps of distillation before image fine-tuning (when a teacher is set)
     distill_batch: int = 2**14  # points per distillation step
@@ -66,9 +74,20 @@ class RadianceMethod(Method):
     """Base for fields rendered by the ray marcher. Subclasses implement :meth:`make_field`."""
 
     Config = RadianceConfig
+    supports_unbounded: ClassVar[bool] = False  # the field can contract space (``make_field`` reads self.unbounded)
 
     def make_field(self, aabb: Tensor) -> Field:
         raise NotImplementedError
+
+    def _is_unbounded(self, config: RadianceConfig, scene: Scene) -> bool:
+        """Resolve ``config.unbounded`` for this scene and method."""
+        if config.unbounded not in ("auto", "on", "off"):
+            raise FieldforgeError(f"{self.name}: unbounded must be auto, on or off, got {config.unbounded!r}")
+        if config.unbounded == "on" and not self.supports_unbounded:
+            raise FieldforgeError(f"{self.name}: unbounded=on needs a field that contracts space (ngp)")
+        if config.unbounded == "auto":
+            return self.supports_unbounded and scene.format in ("colmap", "nerfstudio", "llff") and not scene.has_alpha
+        return config.unbounded == "on"
 
     def field_bounds(self, scene_bounds: Tensor) -> Tensor:
         """[2, 3] box of the field and occupancy grid (default: the scene's bounds)."""
@@ -79,6 +98,8 @@ class RadianceMethod(Method):
         self.scene_times = scene.times  # [N, 1] per training image, or None for a static scene
         aabb = scene.bounds.float()
         box = self.field_bounds(aabb)
+        self.unbounded = self._is_unbounded(config, scene)
+        self.n_far = config.far_samples if self.unbounded else 0
         self.field = self.make_field(box).to(device)
         self.estimator = OccupancyGrid(box.reshape(-1), config.grid_resolution).to(device)
         self.step_size = float((aabb[1] - aabb[0]).norm()) / config.steps_per_diagonal
@@ -180,7 +201,7 @@ class RadianceMethod(Method):
         c = self.config
         out = render_rays(self.field, self.estimator, rays, background, self.step_size, self.near, self.far,
                           stratified=True, early_stop_eps=c.early_stop_eps, alpha_thre=c.alpha_thre,
-                          generator=self.generator)
+                          generator=self.generator, n_far=self.n_far)
         return out, self.regularizer()
 
     def train_step(self, step: int) -> dict[str, float]:
@@ -218,7 +239,7 @@ class RadianceMethod(Method):
         c = self.config
         return render_camera(self.field, self.estimator, cameras.to(self.device), background.to(self.device),
                              self.step_size, self.near, self.far, chunk=c.render_chunk,
-                             early_stop_eps=c.early_stop_eps, alpha_thre=c.alpha_thre)
+                             early_stop_eps=c.early_stop_eps, alpha_thre=c.alpha_thre, n_far=self.n_far)
 
     # ------------------------------------------------------------------ state
     def state_dict(self, *args, **kwargs) -> dict:  # type: ignore[override]
@@ -248,13 +269,14 @@ class NGPConfig(RadianceConfig):
 class NGPMethod(RadianceMethod):
     name = "ngp"
     Config = NGPConfig
+    supports_unbounded = True
 
     def make_field(self, aabb: Tensor) -> Field:
         from fieldforge.fields.ngp import NGPField
 
         c = self.config
         return NGPField(aabb, c.n_levels, c.n_features, c.log2_hashmap_size, c.base_resolution,
-                        c.max_resolution, hidden=c.hidden)
+                        c.max_resolution, hidden=c.hidden, unbounded=self.unbounded)
 
 
 @dataclasses.dataclass
