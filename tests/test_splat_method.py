@@ -9,6 +9,7 @@ import torch
 
 from fieldforge.apps.methods.splat import SplatConfig, SplatMethod
 from fieldforge.apps.strategy import DefaultStrategy
+from tests.helpers import tiny_scene
 from tests.test_splat_scenes import gaussian_scene, random_gaussians
 
 CPU = torch.device("cpu")
@@ -123,3 +124,23 @@ def test_strategy_cap_and_opacity_reset():
     limit = math.log(0.01 / 0.99)
     torch.testing.assert_close(model.opacities.detach(), torch.full((6,), limit))
     assert (opts["opacities"].state[model.opacities]["exp_avg"] == 0).all()
+
+
+def test_seed_points_of_a_real_capture_get_a_background_sphere():
+    import dataclasses as dc
+
+    from fieldforge.apps.methods.splat import scene_scale
+
+    scene = tiny_scene()
+    g = torch.Generator().manual_seed(0)
+    seeds = torch.rand(50, 3, generator=g) - 0.5
+    rgb_images = [im[..., :3].clone() for im in scene.images]  # no alpha: a real capture
+    real = dc.replace(scene, images=rgb_images, points=seeds, point_colors=torch.full((50, 3), 200, dtype=torch.uint8))
+    m = SplatMethod(SplatConfig(), real, CPU)
+    assert len(m.model) == 50 + 1000  # max(1000, 50 // 10) backdrop points
+    assert torch.equal(m.model.means[:50].detach(), seeds)
+    radius = (m.model.means[50:].detach() - seeds.median(0).values).norm(dim=-1)
+    assert torch.allclose(radius, torch.full((1000,), 10 * scene_scale(scene.cameras)), rtol=1e-5)
+    synthetic = dc.replace(scene, points=seeds)  # RGBA images (an object on a background): no backdrop
+    assert len(SplatMethod(SplatConfig(), synthetic, CPU).model) == 50
+    assert len(SplatMethod(SplatConfig(background_points=7), real, CPU).model) == 57

@@ -7,9 +7,12 @@ permutation of the images per epoch, from a generator stored in the state). Per-
 Adam (eps 1e-15) with the reference learning rates; the means' rate is 1.6e-4 x scene_scale
 decaying exponentially to 1% at ``steps``. The active SH degree grows by one every
 ``sh_degree_interval`` steps. Densification is a swappable strategy (:mod:`strategy`).
-Sizes follow the images: by default (0) ``init_num_points`` = min(100,000, 2.5 x the pixels of
-a training image) and ``cap_max`` = min(1,000,000, 25 x those pixels), the reference values at
-200 x 200 px and proportionally fewer Gaussians for smaller images. Under a time budget the
+With seed points and images without alpha (a real capture), ``background_points`` (default:
+a tenth of the seed points, at least 1,000) are added on a sphere of radius 10 x scene_scale
+around them, for the background the SfM points do not reach. Sizes follow the images: by
+default (0) ``init_num_points`` = min(100,000, 2.5 x the pixels of a training image) and
+``cap_max`` = min(1,000,000, 25 x those pixels), the reference values at 200 x 200 px and
+proportionally fewer Gaussians for smaller images. Under a time budget the
 recipe's phases (SH degree interval, densification start and stop) are rescaled to the planned
 horizon (:mod:`fieldforge.apps.plan`); ``refine_every`` and ``reset_every`` stay fixed counts.
 scene_scale = 1.1 x the largest camera distance from the cameras' centroid.
@@ -41,6 +44,7 @@ class SplatConfig(MethodConfig):
     ssim_lambda: float = 0.2
     init: str = "auto"  # "auto" (seed points if any, else random), "points", "random"
     init_num_points: int = 0  # random initial points; 0 = min(100k, 2.5 x pixels of an image)
+    background_points: int = -1  # seed-point scenes: points on a far sphere for the background; -1 = auto
     init_opacity: float = 0.1
     init_scale: float = 1.0
     lr_means: float = 1.6e-4  # x scene_scale
@@ -111,7 +115,20 @@ class SplatMethod(Method):
         if not has_points or cfg.init == "random":
             return None
         pts = scene.points.float()
-        return pts, (scene.point_colors.float() / 255.0 if scene.point_colors is not None else torch.full_like(pts, 0.5))
+        rgb = scene.point_colors.float() / 255.0 if scene.point_colors is not None else torch.full_like(pts, 0.5)
+        n_bg = cfg.background_points if cfg.background_points >= 0 else \
+            (0 if scene.has_alpha else max(1000, len(pts) // 10))
+        if n_bg:
+            bg = self._sphere_points(pts, n_bg)
+            pts, rgb = torch.cat([pts, bg]), torch.cat([rgb, torch.full_like(bg, 0.5)])
+        return pts, rgb
+
+    def _sphere_points(self, seeds: Tensor, n: int) -> Tensor:
+        """``n`` points uniform on a sphere around the seed points' median, of radius 10 x
+        scene_scale: a backdrop that densification shapes into the sky and far background the
+        SfM points miss (as common 3DGS trainers do for real captures)."""
+        d = torch.randn(n, 3, generator=self.generator)
+        return seeds.median(0).values + 10.0 * self.scene_scale * d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
     def _uniform_points(self, scene: Scene, n: int) -> tuple[Tensor, Tensor]:
         """``n`` points uniform in the scene bounds with random colours (from the method's generator)."""
