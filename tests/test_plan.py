@@ -140,3 +140,10 @@ def test_splat_sizes_follow_the_images_and_the_plan_reaches_the_strategy():
     m.plan(3000)
     assert (m.strategy.refine_start_iter, m.strategy.refine_stop_iter) == (50, 1500)
     assert m.strategy.cap_max == m.cap_max and m.recipe.steps == 30_000
+
+
+def test_a_budget_too_small_for_a_step_says_so(tmp_path, fake_clock, capsys):
+    assert _train(tmp_path / "run", "--minutes", "0.001") == 0  # 0.06 s: spent by the first step
+    captured = capsys.readouterr()
+    assert json.loads(captured.out.strip().splitlines()[-1])["step"] == 1
+    assert "budget was spent by 1 step(s)" in captured.err and "more --minutes" in captured.err

@@ -106,3 +106,13 @@ def test_bad_cameras_json_is_one_line_naming_the_file(tmp_path, capsys, content,
     assert cli.main(["render", str(ply), "--frames", "2", "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert "cameras.json" in err and needle in err and "\n" not in err
+
+
+def test_a_ply_without_gaussians_is_refused_on_one_line(tmp_path, capsys):
+    from fieldforge.fields.gaussians import GaussianModel
+
+    ply = tmp_path / "empty.ply"
+    splat_ply.write(ply, GaussianModel(0, 0))
+    assert cli.main(["render", str(ply), "--frames", "2", "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "empty.ply" in err and "no Gaussians" in err and "\n" not in err

@@ -117,6 +117,8 @@ def ply_scene(ply: str | Path, device: torch.device) -> tuple[PlyMethod, Scene, 
     """(renderer, scene with cameras and thumbnails, a note on where the cameras came from)."""
     ply = Path(ply)
     model = read(ply)
+    if len(model) == 0:
+        raise DataError(ply, "no Gaussians (0 vertices): nothing to render")
     means = model.means.detach()
     found = find_cameras_json(ply)
     if found is not None:

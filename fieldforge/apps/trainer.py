@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -133,6 +134,9 @@ def train(method: Method, run: RunDir, cfg: TrainConfig, total_steps: int | None
             if on_step is not None:
                 on_step(step, method)
     bar.close()
+    if stopped == "minutes" and step - start <= 1 and distributed.is_main():
+        print(f"warning: the {cfg.minutes:g}-minute budget was spent by {step - start} step(s) "
+              f"({train_seconds:.1f} s of training): give more --minutes", file=sys.stderr)
     save_checkpoint(run, method, step, train_seconds, planner)
     summary = {"step": step, "train_seconds": train_seconds, "stopped_by": stopped}
     return summary if planner is None else {**summary, "horizon": planner.horizon}
