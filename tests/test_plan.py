@@ -26,15 +26,16 @@ SMALL_NGP = ["--set", "init_batch_rays=64", "--set", "max_batch_rays=64", "--set
 
 
 def test_planned_rescales_phases_and_keeps_intervals():
-    cfg = SplatConfig()
-    p = planned(cfg, 3000)  # a tenth of the 30,000-step recipe
-    assert p.steps == 3000 and cfg.steps == 30_000  # the recipe itself is unchanged
-    assert (p.refine_start_iter, p.refine_stop_iter, p.sh_degree_interval) == (50, 1500, 100)
-    assert (p.refine_every, p.reset_every) == (cfg.refine_every, cfg.reset_every)  # fixed counts
+    cfg = DynamicSplatConfig()
+    p = planned(cfg, 4000)  # a tenth of the 40,000-step recipe
+    assert p.steps == 4000 and cfg.steps == 40_000  # the recipe itself is unchanged
+    assert (p.warmup_steps, p.l2_until) == (300, 2000)
+    assert (p.refine_every, p.reset_every, p.refine_start_iter, p.refine_stop_iter) == (100, 3000, 500, 20_000)
     assert planned(cfg, cfg.steps) == cfg
-    assert planned(cfg, 1).refine_start_iter == 1  # a positive position stays positive
-    assert set(phase_fields(DynamicSplatConfig())) >= {"warmup_steps", "l2_until", "refine_stop_iter"}
+    assert planned(cfg, 1).warmup_steps == 1  # a positive position stays positive
+    assert set(phase_fields(DynamicSplatConfig())) == {"warmup_steps", "l2_until"}
     assert set(phase_fields(RadianceConfig())) == {"grid_warmup", "distill_steps"}
+    assert phase_fields(SplatConfig()) == []  # splat: only the learning-rate decay follows the plan
     with pytest.raises(ValueError, match="horizon"):
         planned(cfg, 0)
 
@@ -138,8 +139,8 @@ def test_splat_sizes_follow_the_images_and_the_plan_reaches_the_strategy():
     m = SplatMethod(SplatConfig(init="random"), tiny_scene(size=12), torch.device("cpu"))
     assert len(m.model) == m.init_points == round(2.5 * 144) and m.cap_max == 25 * 144
     m.plan(3000)
-    assert (m.strategy.refine_start_iter, m.strategy.refine_stop_iter) == (50, 1500)
-    assert m.strategy.cap_max == m.cap_max and m.recipe.steps == 30_000
+    assert m.config.steps == 3000 and m.recipe.steps == 30_000 and m.strategy.cap_max == m.cap_max
+    assert (m.strategy.refine_start_iter, m.strategy.refine_stop_iter) == (500, 15_000)
 
 
 def test_a_budget_too_small_for_a_step_says_so(tmp_path, fake_clock, capsys):

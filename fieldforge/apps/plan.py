@@ -1,11 +1,12 @@
 """Training plans: the number of steps every schedule of a method spans (its *horizon*).
 
-A method's config states its recipe for ``steps`` steps. Fields marked with :func:`phase` are
-positions in that recipe (learning-rate decay horizon, grid warm-up, densification start and
-stop, SH degree interval, GauFRe warm-up and loss switch, distillation steps); fields that are
-not marked are fixed counts (intervals such as ``refine_every``, ``grid_every``,
-``reset_every``). :func:`planned` rescales the phase fields to another horizon, so a recipe
-keeps its shape: densification stopping at half of the run stops at half of any run.
+A method's config states its recipe for ``steps`` steps, the horizon of its learning-rate decay.
+Fields marked with :func:`phase` are positions in that recipe (grid warm-up, GauFRe warm-up and
+loss switch, distillation steps); fields that are not marked are fixed counts (intervals such as
+``refine_every``, ``grid_every``, ``reset_every``, and Gaussian densification's start and stop
+and SH degree steps, which measured better as counts, see :mod:`fieldforge.apps.methods.splat`).
+:func:`planned` rescales ``steps`` and the phase fields to another horizon, so a recipe keeps its
+shape: a warm-up of a tenth of the run stays a tenth of any run.
 
 Two plans, chosen by ``fieldforge train``:
 

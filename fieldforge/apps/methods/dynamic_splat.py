@@ -36,7 +36,7 @@ from fieldforge.scenes import Cameras, Scene
 @dataclass
 class DynamicSplatConfig(SplatConfig):
     steps: int = 40_000
-    refine_stop_iter: int = phase(20_000)
+    refine_stop_iter: int = 20_000
     static_fraction: float = 0.5
     warmup_steps: int = phase(3000)
     l2_until: int = phase(20_000)
