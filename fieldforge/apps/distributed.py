@@ -87,11 +87,7 @@ def all_sum(*values: float) -> list[float]:
 
 def agree(flag: bool) -> bool:
     """Rank 0's ``flag`` on every rank (for clock-based decisions)."""
-    if world_size() == 1:
-        return flag
-    t = torch.tensor([flag], dtype=torch.uint8)
-    dist.broadcast(t, 0)
-    return bool(t.item())
+    return bool(agree_int(int(flag)))
 
 
 def agree_int(value: int) -> int:

@@ -18,7 +18,8 @@ Unbounded real captures (``unbounded``: "auto" = on for COLMAP, nerfstudio and L
 images have no alpha, with a field that supports it): the scene's box (from the seed points) is
 the foreground, the field contracts the rest of space around it (mip-NeRF 360's contraction,
 arXiv:2111.12077) and every ray adds ``far_samples`` disparity-spaced samples past the box
-(:mod:`fieldforge.render.far`); the occupancy grid stays on the foreground box.
+(:mod:`fieldforge.render.far`); the occupancy grid stays on the foreground box, and samples of
+alpha below ``alpha_thre`` (auto: 1e-2, nerfacc's setting for unbounded scenes) are skipped.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class RadianceConfig(MethodConfig):
     occ_thre: float = 1e-2
     train_background: str = "random"  # random | white | black | scene (the scene's eval background)
     early_stop_eps: float = 1e-4
-    alpha_thre: float = 0.0
+    alpha_thre: float = -1.0  # skip samples of lower alpha; -1 = auto: 1e-2 when unbounded (nerfacc's), else 0
     render_chunk: int = 8192
     unbounded: str = "auto"  # auto | on | off: contract space outside the scene box (real captures)
     far_samples: int = 32  # samples per ray beyond the box when unbounded
@@ -100,6 +101,7 @@ class RadianceMethod(Method):
         box = self.field_bounds(aabb)
         self.unbounded = self._is_unbounded(config, scene)
         self.n_far = config.far_samples if self.unbounded else 0
+        self.alpha_thre = config.alpha_thre if config.alpha_thre >= 0 else (1e-2 if self.unbounded else 0.0)
         self.field = self.make_field(box).to(device)
         self.estimator = OccupancyGrid(box.reshape(-1), config.grid_resolution).to(device)
         self.step_size = float((aabb[1] - aabb[0]).norm()) / config.steps_per_diagonal
@@ -200,7 +202,7 @@ class RadianceMethod(Method):
         """The differentiable part of an image step: the marched batch and the regulariser."""
         c = self.config
         out = render_rays(self.field, self.estimator, rays, background, self.step_size, self.near, self.far,
-                          stratified=True, early_stop_eps=c.early_stop_eps, alpha_thre=c.alpha_thre,
+                          stratified=True, early_stop_eps=c.early_stop_eps, alpha_thre=self.alpha_thre,
                           generator=self.generator, n_far=self.n_far)
         return out, self.regularizer()
 
@@ -239,7 +241,7 @@ class RadianceMethod(Method):
         c = self.config
         return render_camera(self.field, self.estimator, cameras.to(self.device), background.to(self.device),
                              self.step_size, self.near, self.far, chunk=c.render_chunk,
-                             early_stop_eps=c.early_stop_eps, alpha_thre=c.alpha_thre, n_far=self.n_far)
+                             early_stop_eps=c.early_stop_eps, alpha_thre=self.alpha_thre, n_far=self.n_far)
 
     # ------------------------------------------------------------------ state
     def state_dict(self, *args, **kwargs) -> dict:  # type: ignore[override]
