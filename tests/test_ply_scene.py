@@ -116,3 +116,59 @@ def test_a_ply_without_gaussians_is_refused_on_one_line(tmp_path, capsys):
     assert cli.main(["render", str(ply), "--frames", "2", "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert "empty.ply" in err and "no Gaussians" in err and "\n" not in err
+
+
+def test_weighted_median_follows_the_opaque_gaussians():
+    from fieldforge.apps.ply_scene import weighted_median
+
+    values = torch.tensor([[0.0], [1.0], [2.0], [3.0], [10.0]])
+    assert weighted_median(values, torch.ones(5)).item() == 2.0
+    assert weighted_median(values, torch.tensor([0.1, 0.1, 0.1, 0.1, 5.0])).item() == 10.0
+
+
+def test_ring_follows_a_given_up_axis():
+    g = torch.Generator().manual_seed(1)
+    means = torch.randn(500, 3, generator=g)
+    up = torch.tensor([1.0, 1.0, 0.0]) / math.sqrt(2)
+    cams = ring_cameras(means, up=up, n=6, size=16)
+    center = means.double().median(0).values
+    rel = cams.c2w[:, :3, 3].double() - center
+    sin_elev = (rel @ up.double()) / rel.norm(dim=-1)
+    assert torch.allclose(sin_elev, torch.full((6,), math.sin(math.radians(20.0)), dtype=torch.float64), atol=1e-5)
+    # the image's up (-y in OpenCV camera axes) leans towards the world's up
+    assert ((-cams.c2w[:, :3, 1].double()) @ up.double() > 0.5).all()
+
+
+def _foreign_ply(path, normals: bool):
+    """A .ply as the reference 3DGS trainer lays it out: SH degree 3 (45 f_rest), optional normals."""
+    from plyfile import PlyData, PlyElement
+
+    g = torch.Generator().manual_seed(4)
+    n = 60
+    names = ["x", "y", "z"] + (["nx", "ny", "nz"] if normals else []) + ["f_dc_0", "f_dc_1", "f_dc_2"]
+    names += [f"f_rest_{i}" for i in range(45)] + ["opacity", "scale_0", "scale_1", "scale_2"]
+    names += ["rot_0", "rot_1", "rot_2", "rot_3"]
+    rows = np.zeros(n, dtype=[(k, "<f4") for k in names])
+    for k in names:
+        rows[k] = torch.randn(n, generator=g).numpy() * 0.1
+    for k in ("x", "y", "z"):
+        rows[k] = (torch.rand(n, generator=g).numpy() - 0.5) * 2
+    rows["opacity"], rows["rot_0"] = 2.0, 1.0
+    rows["scale_0"] = rows["scale_1"] = rows["scale_2"] = math.log(0.15)
+    PlyData([PlyElement.describe(rows, "vertex")], byte_order="<").write(str(path))
+
+
+@pytest.mark.parametrize("normals", [False, True])
+def test_orbit_of_another_trainers_ply_with_up(tmp_path, capsys, normals):
+    ply = tmp_path / "foreign.ply"
+    _foreign_ply(ply, normals)
+    assert splat_ply.read(ply).shN.shape[1] == 15  # SH degree 3
+    out = tmp_path / "frames"
+    assert cli.main(["render", str(ply), "--frames", "2", "--up", "0,0,1", "--background", "black",
+                     "-o", str(out)]) == 0
+    assert "up = [0.0, 0.0, 1.0]" in capsys.readouterr().out
+    frames = [iio.imread(f) for f in sorted(out.glob("*.png"))]
+    assert len(frames) == 2 and all(f.shape == (512, 512, 3) and f.max() > 50 for f in frames)  # Gaussians in view
+    assert cli.main(["render", str(ply), "--up", "0,0", "-o", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--up" in err and "\n" not in err

@@ -10,10 +10,10 @@ holding cameras to build orbits and spirals from (and small renders of them as t
   "rotation" (3 x 3 camera-to-world rotation, rows; OpenCV axes: x right, y down, z forward),
   "fx", "fy"} with the principal point at the image centre;
 - otherwise a ring of :data:`RING` cameras (60 degrees vertical field of view, 512 x 512 px)
-  around the median of the Gaussians' means, at twice the 90th-percentile distance of the means
-  from it, 20 degrees above the plane of the means' two largest spreads (the ground of most
-  captures); the world's up is then the axis of least spread, which is ambiguous in sign, so
-  the printed note says how to pass an explicit camera path instead.
+  around the opacity-weighted median of the Gaussians' means (per axis), at twice the
+  90th-percentile distance of the means from it, 20 degrees above the plane normal to ``up``:
+  the given up axis, else the means' axis of least spread (the ground of most captures spreads
+  along the other two; its sign is ambiguous, so the printed note says how to choose).
 
 The scene's bounds are the 2nd and 98th percentiles of the means per axis.
 """
@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from fieldforge.apps.methods.base import Method
-from fieldforge.errors import DataError
+from fieldforge.errors import DataError, FieldforgeError
 from fieldforge.fields.gaussians import GaussianModel
 from fieldforge.fields.splat_ply import read
 from fieldforge.render.paths import look_at
@@ -56,6 +56,19 @@ class PlyMethod(Method):
         out, alpha, _ = self.model.render(cameras.viewmats()[:1], cameras.K[:1], w, h, render_mode="RGB+ED",
                                           backgrounds=background.to(self.device).reshape(1, 3))
         return {"rgb": out[0, ..., :3].clamp(0, 1), "depth": out[0, ..., 3:], "opacity": alpha[0]}
+
+
+def parse_up(text: str | None) -> Tensor | None:
+    """``--up X,Y,Z`` -> a [3] tensor (None for None); FieldforgeError for anything else."""
+    if text is None:
+        return None
+    try:
+        up = torch.tensor([float(v) for v in text.split(",")], dtype=torch.float64)
+    except ValueError:
+        up = torch.zeros(0)
+    if up.shape != (3,) or not torch.isfinite(up).all() or float(up.norm()) == 0:
+        raise FieldforgeError(f"--up {text!r}: expected three numbers X,Y,Z, not all zero")
+    return up
 
 
 def find_cameras_json(ply: Path) -> Path | None:
@@ -96,13 +109,28 @@ def read_cameras_json(path: Path) -> Cameras:
                    height=torch.tensor(height))
 
 
-def ring_cameras(means: Tensor, n: int = RING, size: int = RING_SIZE) -> Cameras:
-    """``n`` cameras on a ring around the Gaussians (see the module docstring)."""
+def weighted_median(values: Tensor, weights: Tensor) -> Tensor:
+    """Per column of ``values`` [N, D], the smallest value whose cumulative weight reaches half."""
+    order = values.argsort(0)
+    cum = weights[order].cumsum(0)
+    pick = (cum < 0.5 * cum[-1:]).sum(0).clamp_max(len(values) - 1)
+    return values.gather(0, order.gather(0, pick[None]))[0]
+
+
+def ring_cameras(means: Tensor, weights: Tensor | None = None, up: Tensor | None = None, n: int = RING,
+                 size: int = RING_SIZE) -> Cameras:
+    """``n`` cameras on a ring around the Gaussians (see the module docstring); ``weights`` [N]
+    (default: equal) weigh the median, ``up`` [3] (default: the axis of least spread) the ring."""
     m = means.double()
-    center = m.median(0).values
+    center = weighted_median(m, torch.ones(len(m), dtype=m.dtype) if weights is None else weights.double())
     radius = 2.0 * float(torch.quantile((m - center).norm(dim=-1), 0.9).clamp_min(1e-6))
-    _, _, vh = torch.linalg.svd(m - center, full_matrices=False)
-    a, b, up = vh[0], vh[1], vh[2]  # largest spreads, then the least (the up axis)
+    if up is None:
+        up = torch.linalg.svd(m - center, full_matrices=False)[2][2]  # the least spread
+    up = torch.as_tensor(up, dtype=m.dtype)
+    up = up / up.norm()
+    a = torch.linalg.cross(up, torch.eye(3, dtype=m.dtype)[int(up.abs().argmin())])
+    a = a / a.norm()
+    b = torch.linalg.cross(up, a)
     elev = math.radians(20.0)
     angles = torch.arange(n, dtype=torch.float64) * (2 * math.pi / n)
     eyes = center + radius * (math.cos(elev) * (torch.cos(angles)[:, None] * a + torch.sin(angles)[:, None] * b)
@@ -113,8 +141,9 @@ def ring_cameras(means: Tensor, n: int = RING, size: int = RING_SIZE) -> Cameras
     return Cameras(K=K.float().clone(), c2w=c2w.float(), width=torch.full((n,), size), height=torch.full((n,), size))
 
 
-def ply_scene(ply: str | Path, device: torch.device) -> tuple[PlyMethod, Scene, str]:
-    """(renderer, scene with cameras and thumbnails, a note on where the cameras came from)."""
+def ply_scene(ply: str | Path, device: torch.device, up: Tensor | None = None) -> tuple[PlyMethod, Scene, str]:
+    """(renderer, scene with cameras and thumbnails, a note on where the cameras came from); ``up``
+    sets the ring's up axis when there is no cameras.json."""
     ply = Path(ply)
     model = read(ply)
     if len(model) == 0:
@@ -124,9 +153,10 @@ def ply_scene(ply: str | Path, device: torch.device) -> tuple[PlyMethod, Scene, 
     if found is not None:
         cameras, note = read_cameras_json(found), f"cameras from {found}"
     else:
-        cameras = ring_cameras(means)
-        note = (f"{ply}: no cameras.json found; orbiting the Gaussians with the up axis guessed from their "
-                "spread (give --path PATH.json, e.g. saved from `fieldforge view`, to choose the views)")
+        cameras = ring_cameras(means, torch.sigmoid(model.opacities.detach()), up)
+        note = f"{ply}: no cameras.json found; a ring of cameras around the Gaussians, " + (
+            f"up = {[round(float(v), 3) for v in up]}" if up is not None else
+            "up = their axis of least spread (choose it with --up X,Y,Z)")
     method = PlyMethod(model, device).eval()
     thumbs = []
     for i in range(len(cameras)):

@@ -43,6 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="OUT.mp4, OUT.gif or a directory for PNGs (default: RUN/renders/<path>.mp4)")
     p.add_argument("--background", default=None, help="white, black or R,G,B in [0, 1] (default: the scene's)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--up", default=None, metavar="X,Y,Z",
+                   help="a .ply without cameras.json: the world's up axis of its orbit (default: guessed)")
 
 
 def parse_resolution(text: str) -> tuple[int, int]:
@@ -116,12 +118,12 @@ def _run_renderer(run_dir: Path, device: str, background: str | None) -> tuple[R
     return render, scene
 
 
-def _ply_renderer(ply: Path, device: str, background: str | None) -> tuple[RenderFn, Scene]:
+def _ply_renderer(ply: Path, device: str, background: str | None, up: str | None) -> tuple[RenderFn, Scene]:
     """Renderer of a 3DGS .ply and the scene of its cameras (:func:`fieldforge.apps.ply_scene.ply_scene`)."""
-    from fieldforge.apps.ply_scene import ply_scene
+    from fieldforge.apps.ply_scene import parse_up, ply_scene
     from fieldforge.apps.run import resolve_device
 
-    method, scene, note = ply_scene(ply, resolve_device(device))
+    method, scene, note = ply_scene(ply, resolve_device(device), parse_up(up))
     print(note)
     bg = parse_background(background, "white").to(method.device)
 
@@ -143,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     if target.suffix.lower() == ".ply":
         if not target.is_file():
             raise FieldforgeError(f"{target}: file not found")
-        render, source = _ply_renderer(target, args.device, args.background)
+        render, source = _ply_renderer(target, args.device, args.background, args.up)
     else:
         render, source = _run_renderer(target, args.device, args.background)
     cameras = build_path(args.path, source, args.frames, args.time)

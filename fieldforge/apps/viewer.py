@@ -60,6 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_server_arguments(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--path-file", default=None, help="camera-path JSON to save (default: RUN/camera_path.json)")
+    p.add_argument("--up", default=None, metavar="X,Y,Z",
+                   help="a .ply without cameras.json: the world's up axis of its starting orbit (default: guessed)")
 
 
 @contextlib.contextmanager
@@ -85,10 +87,10 @@ def run(args: argparse.Namespace) -> int:
     check_server_arguments(args)
     target = Path(args.run)
     if target.suffix.lower() == ".ply":
-        from fieldforge.apps.ply_scene import ply_scene
+        from fieldforge.apps.ply_scene import parse_up, ply_scene
         from fieldforge.apps.run import resolve_device
 
-        method, scene, note = ply_scene(target, resolve_device(args.device))
+        method, scene, note = ply_scene(target, resolve_device(args.device), parse_up(args.up))
         print(note)
         path_file = args.path_file or target.with_name(f"{target.stem}_camera_path.json")
     else:
