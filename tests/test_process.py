@@ -235,3 +235,11 @@ def test_existing_output_needs_force_and_is_kept(tmp_path, capsys):
     assert "only 0 of 3 images registered" in error_lines(capsys)[0]
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["mine.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
+
+
+def test_train_on_photos_that_do_not_register_is_one_line_and_leaves_no_run(tmp_path, capsys):
+    photos = _images(tmp_path / "noise", 3)
+    assert main(["train", str(photos), "--method", "splat", "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = error_lines(capsys)  # (progress bars aside)
+    assert len(err) == 1 and "only 0 of 3 images registered" in err[0] and "try:" in err[0]
+    assert not (tmp_path / "run").exists()

@@ -70,8 +70,14 @@ def _processed(data: Path, out: Path) -> Path:
         return posed
     if out.exists() and not out.is_dir():
         raise FieldforgeError(f"{out}: exists and is not a folder")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    process_default(data, posed)
+    try:
+        process_default(data, posed)
+    except BaseException:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # leave nothing behind when the photos do not register
+        raise
     return posed
 
 
