@@ -22,7 +22,7 @@ from tests.helpers import tiny_scene
 
 SMALL_NGP = ["--set", "init_batch_rays=64", "--set", "max_batch_rays=64", "--set", "grid_resolution=16",
              "--set", "render_chunk=1024", "--set", "n_levels=2", "--set", "log2_hashmap_size=10",
-             "--set", "max_resolution=32", "--set", "hidden=16", "--set", "steps=400", "--set", "grid_warmup=80"]
+             "--set", "max_resolution=32", "--set", "hidden=16", "--set", "steps=40", "--set", "grid_warmup=8"]
 
 
 def test_planned_rescales_phases_and_keeps_intervals():
@@ -34,7 +34,7 @@ def test_planned_rescales_phases_and_keeps_intervals():
     assert planned(cfg, cfg.steps) == cfg
     assert planned(cfg, 1).warmup_steps == 1  # a positive position stays positive
     assert set(phase_fields(DynamicSplatConfig())) == {"warmup_steps", "l2_until"}
-    assert set(phase_fields(RadianceConfig())) == {"grid_warmup", "distill_steps"}
+    assert set(phase_fields(RadianceConfig())) == {"distill_steps"}
     assert phase_fields(SplatConfig()) == []  # splat: only the learning-rate decay follows the plan
     with pytest.raises(ValueError, match="horizon"):
         planned(cfg, 0)
@@ -80,9 +80,9 @@ def test_minutes_plan_fits_schedules_to_the_budget(tmp_path, fake_clock, capsys)
     assert summary["step"] == 90 and summary["stopped_by"] == "minutes" and summary["horizon"] == 90
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["train"]["plan"] == "minutes" and cfg["train"]["horizon"] == 90
-    assert cfg["method"]["steps"] == 400  # the recipe is kept; the plan rescales it
+    assert cfg["method"]["steps"] == 40  # the recipe is kept; the plan extends it
     method, _, _ = load_run(run)
-    assert method.config.steps == 90 and method.config.grid_warmup == 18  # 80 / 400 of the run
+    assert method.config.steps == 90 and method.config.grid_warmup == 8  # a count, not a phase
     lr = method.optimizer.param_groups[0]["lr"]  # the last step's rate: the decay spanned the budget
     assert lr == pytest.approx(method.config.lr * method.config.lr_final_factor ** (89 / 90))
 
@@ -121,6 +121,16 @@ def test_resume_to_more_steps_spans_the_new_total(tmp_path):
     assert cfg["train"]["steps"] == 8 and cfg["method"]["steps"] == 8 and cfg["train"]["plan"] == "steps"
 
 
+def test_a_budget_shorter_than_the_recipe_keeps_its_schedules(tmp_path, fake_clock, capsys):
+    run = tmp_path / "run"
+    assert _train(run, "--minutes", "0.5", "--set", "steps=400") == 0  # 30 steps of a 400-step recipe
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["horizon"] == 30
+    method, _, _ = load_run(run)
+    assert method.config.steps == 400
+    lr = method.optimizer.param_groups[0]["lr"]
+    assert lr == pytest.approx(method.config.lr * method.config.lr_final_factor ** (29 / 400))
+
+
 def test_seed_reaches_the_methods_generators():
     cls = get_method("ngp")
     scene = tiny_scene()
@@ -138,8 +148,10 @@ def test_seed_reaches_the_methods_generators():
 def test_splat_sizes_follow_the_images_and_the_plan_reaches_the_strategy():
     m = SplatMethod(SplatConfig(init="random"), tiny_scene(size=12), torch.device("cpu"))
     assert len(m.model) == m.init_points == round(2.5 * 144) and m.cap_max == 25 * 144
-    m.plan(3000)
-    assert m.config.steps == 3000 and m.recipe.steps == 30_000 and m.strategy.cap_max == m.cap_max
+    m.plan(3000)  # shorter than the recipe: its schedules are kept
+    assert m.config.steps == 30_000
+    m.plan(60_000)  # longer: the learning-rate decay spans it, densification keeps its counts
+    assert m.config.steps == 60_000 and m.recipe.steps == 30_000 and m.strategy.cap_max == m.cap_max
     assert (m.strategy.refine_start_iter, m.strategy.refine_stop_iter) == (500, 15_000)
 
 

@@ -57,7 +57,7 @@ class RadianceConfig(MethodConfig):
     steps_per_diagonal: int = 512  # render step size = aabb diagonal / this
     grid_resolution: int = 128
     grid_every: int = 16
-    grid_warmup: int = phase(256)  # steps during which every grid update visits every cell
+    grid_warmup: int = 256  # steps during which every grid update visits every cell (a count, not a phase)
     grid_stride: int = 2  # each grid update evaluates 1/stride^3 of nerfacc's cells (1 = nerfacc's rule)
     occ_thre: float = 1e-2
     train_background: str = "random"  # random | white | black | scene (the scene's eval background)
