@@ -121,6 +121,16 @@ def test_resume_to_more_steps_spans_the_new_total(tmp_path):
     assert cfg["train"]["steps"] == 8 and cfg["method"]["steps"] == 8 and cfg["train"]["plan"] == "steps"
 
 
+def test_a_budget_shorter_than_the_recipe_keeps_its_decay_and_rescales_its_phases():
+    from fieldforge.apps.methods.dynamic_splat import DynamicSplatMethod
+
+    scene = tiny_scene()
+    scene.cameras.times = torch.linspace(0, 1, len(scene.images))
+    m = DynamicSplatMethod(DynamicSplatConfig(init="random", init_num_points=20), scene, torch.device("cpu"))
+    m.plan(2000)  # a twentieth of the 40,000-step recipe
+    assert (m.config.steps, m.config.warmup_steps, m.config.l2_until) == (40_000, 150, 1000)
+
+
 def test_a_budget_shorter_than_the_recipe_keeps_its_schedules(tmp_path, fake_clock, capsys):
     run = tmp_path / "run"
     assert _train(run, "--minutes", "0.5", "--set", "steps=400") == 0  # 30 steps of a 400-step recipe
