@@ -99,6 +99,18 @@ def test_resume_with_a_larger_budget_plans_like_a_fresh_run(tmp_path, fake_clock
     assert [r["step"] for r in _log(short)] == [r["step"] for r in _log(fresh)]
 
 
+def test_a_config_with_an_unknown_plan_is_refused_on_resume(tmp_path, fake_clock, capsys):
+    run = tmp_path / "run"
+    assert _train(run, "--minutes", "0.5") == 0
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["train"]["plan"] = "hours"
+    (run / "config.json").write_text(json.dumps(cfg))
+    capsys.readouterr()
+    assert main(["train", "--out", str(run), "--resume", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "train.plan" in err and "hours" in err and "\n" not in err
+
+
 def test_resume_of_a_budget_run_refuses_steps_and_bad_values_are_refused(tmp_path, fake_clock, capsys):
     run = tmp_path / "run"
     assert _train(run, "--minutes", "0.5") == 0

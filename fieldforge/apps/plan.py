@@ -17,8 +17,8 @@ Two plans, chosen by ``fieldforge train``:
   allow, estimated by :class:`BudgetPlanner` from the measured step times and revised every
   ``every`` steps; the recipe's phases follow the revised horizon, and its learning-rate decay
   does when the horizon is longer than the recipe (a shorter budget keeps the recipe's decay:
-  :meth:`Method.plan`; measured, a compressed decay lost 3.4 dB for ngp in 3 minutes). The planner's state is
-  saved in the checkpoint (and the horizon in ``config.json``), so a resumed run follows the
+  :meth:`Method.plan`; measured, a compressed decay lost 3.4 dB for ngp in 3 minutes). The
+  planner's state is saved in the checkpoint (and the horizon in ``config.json``), so a resumed run follows the
   same plan, and resuming with a larger budget re-plans the horizon from the step rate exactly
   as a fresh run of that budget plans it.
 """

@@ -32,7 +32,7 @@ from fieldforge.apps import distributed
 from fieldforge.apps.checkpoint import load_safe, save_atomic
 from fieldforge.apps.config import TrainConfig
 from fieldforge.apps.methods.base import Method
-from fieldforge.apps.plan import BudgetPlanner
+from fieldforge.apps.plan import PLANS, BudgetPlanner
 from fieldforge.apps.run import RunDir
 from fieldforge.errors import FieldforgeError
 
@@ -66,6 +66,8 @@ def restore_checkpoint(run: RunDir, method: Method, planner: BudgetPlanner | Non
 
 def make_planner(cfg: TrainConfig, method: Method) -> BudgetPlanner | None:
     """The budget planner of a ``minutes`` plan (None for a ``steps`` plan)."""
+    if cfg.plan not in PLANS:
+        raise FieldforgeError(f"train.plan must be one of {', '.join(PLANS)}, got {cfg.plan!r}")
     if cfg.plan != "minutes":
         return None
     if cfg.minutes is None or cfg.minutes <= 0:

@@ -12,12 +12,12 @@ a tenth of the seed points, at least 1,000) are added on a sphere of radius 10 x
 around them, for the background the SfM points do not reach. Sizes follow the images: by
 default (0) ``init_num_points`` = min(100,000, 2.5 x the pixels of a training image) and
 ``cap_max`` = min(1,000,000, 25 x those pixels), the reference values at 200 x 200 px and
-proportionally fewer Gaussians for smaller images. Under a time budget only the means'
-learning-rate decay spans the planned horizon (:mod:`fieldforge.apps.plan`); densification and
-the SH degree steps stay step counts: rescaled to a 10-minute horizon (densification from step 66
-to 1,992, a degree every 133 steps) they cost 5.4 dB on lego 200 px, because a random
-initialisation needs its first few hundred steps before pruning and growth are meaningful and
-short runs keep gaining from densification to their end.
+proportionally fewer Gaussians for smaller images. Under a time budget longer than the recipe,
+the means' learning-rate decay stretches to the planned horizon (:mod:`fieldforge.apps.plan`);
+densification and the SH degree steps stay step counts: rescaled to a 10-minute horizon
+(densification from step 66 to 1,992, a degree every 133 steps) they cost 5.4 dB on lego
+200 px, because a random initialisation needs its first few hundred steps before pruning and
+growth are meaningful and short runs keep gaining from densification to their end.
 scene_scale = 1.1 x the largest camera distance from the cameras' centroid.
 Training composites on the scene's background colour (or a random one per step).
 """
