@@ -52,6 +52,14 @@ def test_static_scene_is_refused():
         DynamicSplatMethod(dyn_config(), gaussian_scene(n_views=2, size=8), CPU)
 
 
+def test_automatic_sizes_are_a_tenth_of_splats():
+    scene = moving_scene(4, 40)  # 1,600 pixels per image
+    dyn = DynamicSplatMethod(dyn_config(init_num_points=0, cap_max=0), scene, CPU)
+    static = SplatMethod(small_config(init_num_points=0, cap_max=0), scene, CPU)
+    assert (dyn.init_points, dyn.cap_max) == (400, 4000) and (static.init_points, static.cap_max) == (4000, 40000)
+    assert len(dyn.model) == 400
+
+
 def test_clouds_flags_and_static_independent_of_time():
     method = DynamicSplatMethod(dyn_config(static_fraction=0.25), moving_scene(4, 16), CPU)
     model = method.model

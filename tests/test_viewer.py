@@ -5,8 +5,10 @@ chromium, chromedriver or selenium are missing)."""
 from __future__ import annotations
 
 import io
+import json
 import math
 import shutil
+import statistics
 import threading
 import time
 from pathlib import Path
@@ -261,3 +263,13 @@ def test_browser_shows_the_render_and_follows_the_camera(viewer_run, tmp_path):
     finally:
         driver.quit()
         viewer.stop()
+
+
+def test_bench_viewer_times_the_render_path_and_keeps_existing_output(viewer_run, tmp_path, capsys):
+    out = tmp_path / "viewer.json"
+    assert main(["bench", "viewer", str(viewer_run), "--out", str(out), "--size", "32", "--views", "3"]) == 0
+    (row,) = json.loads(out.read_text())
+    assert row["method"] == "splat" and len(row["seconds"]) == 3 == len(set(row["views"]))
+    assert row["fps"] == pytest.approx(1.0 / statistics.median(row["seconds"]))
+    assert main(["bench", "viewer", str(viewer_run), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == f"fieldforge bench: error: {out}: exists (use --force to overwrite)"

@@ -28,6 +28,7 @@ BENCHES = {
     "splat": ("fieldforge.apps.bench_splat", "rasterizer speed and memory"),
     "kernels": ("fieldforge.apps.bench_kernels", "fast kernels against their PyTorch references"),
     "psnr": ("fieldforge.apps.bench_psnr", "methods x scenes PSNR table"),
+    "viewer": ("fieldforge.apps.bench_viewer", "frames per second of the viewer's render path"),
 }
 
 

@@ -5,6 +5,11 @@ directions ``d`` [..., 3] (camera -> sample) and an optional time ``t`` [..., 1]
 named channels. ``density`` is volume density sigma >= 0 in 1/world-units; ``rgb`` is linear
 colour in [0, 1]. Extra named channels (e.g. "normals", "semantics") are returned in the same
 dict and listed in ``channels``. Fields never see rays or cameras.
+
+A field whose colour is a cheap head on features its density already computed (NGP's geometry
+features) sets ``splits_appearance`` and implements :meth:`geometry` and :meth:`appearance`, with
+``forward(x, d, t) == {"density": geometry(x, t)[0], **appearance(geometry(x, t)[1], d, t)}``;
+renderers then evaluate the appearance only where a sample has weight.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ class Field(nn.Module):
 
     #: names of the extra channels ``forward`` returns besides density and rgb
     channels: tuple[str, ...] = ()
+    #: whether :meth:`geometry` / :meth:`appearance` split :meth:`forward` without recomputation
+    splits_appearance: bool = False
 
     def __init__(self, aabb: Tensor):
         super().__init__()
@@ -32,3 +39,13 @@ class Field(nn.Module):
 
     def forward(self, x: Tensor, d: Tensor, t: Tensor | None = None) -> dict[str, Tensor]:
         raise NotImplementedError
+
+    def geometry(self, x: Tensor, t: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Density [..., 1] and the features [..., F] :meth:`appearance` finishes the point from
+        (only when ``splits_appearance``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not split its appearance")
+
+    def appearance(self, features: Tensor, d: Tensor, t: Tensor | None = None) -> dict[str, Tensor]:
+        """"rgb" and the extra channels of points with ``features`` from :meth:`geometry`, seen along
+        ``d`` (only when ``splits_appearance``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not split its appearance")

@@ -29,7 +29,7 @@ class MLP(nn.Module):
             if i in self.skips:
                 h = torch.cat([h, x], -1)
             h = layer(h)
-            h = torch.relu(h if modulate is None else modulate(i, h))
+            h = torch.relu_(h if modulate is None else modulate(i, h))  # in place on a fresh tensor
         return self.out(h)
 
 

@@ -22,6 +22,8 @@ from fieldforge.fields.mlp import MLP, trunc_exp
 
 
 class NGPField(Field):
+    splits_appearance = True
+
     def __init__(self, aabb: Tensor, n_levels: int = 16, n_features: int = 2, log2_hashmap_size: int = 19,
                  base_resolution: int = 16, max_resolution: int = 2048, geo_features: int = 15,
                  hidden: int = 64, color_layers: int = 2, sh_bands: int = 4, unbounded: bool = False):
@@ -34,7 +36,7 @@ class NGPField(Field):
         self.dir_enc = SHEncoding(sh_bands)
         self.color_mlp = MLP(geo_features + self.dir_enc.out_dim, hidden, color_layers, 3)
 
-    def _geo(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def geometry(self, x: Tensor, t: Tensor | None = None) -> tuple[Tensor, Tensor]:
         xn = self.normalize(x)
         if self.unbounded:
             h = self.density_mlp(self.grid((contract(2.0 * xn - 1.0) + 2.0) / 4.0))
@@ -45,9 +47,11 @@ class NGPField(Field):
         return density, h[..., 1:]
 
     def density(self, x: Tensor, t: Tensor | None = None) -> Tensor:
-        return self._geo(x)[0]
+        return self.geometry(x)[0]
+
+    def appearance(self, features: Tensor, d: Tensor, t: Tensor | None = None) -> dict[str, Tensor]:
+        return {"rgb": torch.sigmoid(self.color_mlp(torch.cat([features, self.dir_enc(d)], -1)))}
 
     def forward(self, x: Tensor, d: Tensor, t: Tensor | None = None) -> dict[str, Tensor]:
-        density, geo = self._geo(x)
-        rgb = torch.sigmoid(self.color_mlp(torch.cat([geo, self.dir_enc(d)], -1)))
-        return {"density": density, "rgb": rgb}
+        density, geo = self.geometry(x)
+        return {"density": density, **self.appearance(geo, d)}

@@ -91,13 +91,13 @@ def _scratch(d):
 
 @jit
 def _forward_points(x, table, scales, mult, sizes, offsets, n_dense, smooth, start, end, out):
-    """out[l, n, f] = sum_c wts[c] table[offset_l + rows[c], f] for start <= n < end (level-major
-    output), summed over corners in order with one rounding per term (the reference's addcmul)."""
+    """out[n, l F + f] = sum_c wts[c] table[offset_l + rows[c], f] for start <= n < end, summed over
+    corners in order with one rounding per term (the reference's addcmul)."""
     d = x.shape[1]
     n_feat = table.shape[1]
     lo, hi, w, dw, rows, wts = _scratch(d)
     for lvl in range(scales.shape[0]):
-        base, size, hashed, o = offsets[lvl], sizes[lvl], lvl >= n_dense, out[lvl]
+        base, size, hashed, col = offsets[lvl], sizes[lvl], lvl >= n_dense, lvl * n_feat
         for n0 in range(start, end, SUB):
             nb = min(SUB, end - n0)
             _axes(x, n0, nb, scales[lvl], mult[lvl], hashed, size, smooth, lo, hi, w, dw)
@@ -107,7 +107,7 @@ def _forward_points(x, table, scales, mult, sizes, offsets, n_dense, smooth, sta
                     r = base + rows[j]
                     for f in range(n_feat):
                         v = np.float64(wts[j]) * np.float64(table[r, f])
-                        o[n0 + j, f] = np.float32(v if c == 0 else o[n0 + j, f] + v)
+                        out[n0 + j, col + f] = np.float32(v if c == 0 else out[n0 + j, col + f] + v)
 
 
 @jit
@@ -221,12 +221,12 @@ class _Encode(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, table: Tensor, layout: _Layout) -> Tensor:
-        out = torch.empty(layout.scales.size, x.shape[0], table.shape[1], dtype=torch.float32)  # [L, N, F]
+        out = torch.empty(x.shape[0], layout.scales.size * table.shape[1], dtype=torch.float32)
         kernels.call(_forward, x.detach().numpy(), table.detach().numpy(), *layout.args(), _super_block(x.shape[0]),
                      out.numpy())
         ctx.layout, ctx.table_shape = layout, table.shape
         ctx.save_for_backward(x, table if ctx.needs_input_grad[0] else None)
-        return out.transpose(0, 1).reshape(x.shape[0], out.shape[0] * out.shape[2])
+        return out
 
     @staticmethod
     @once_differentiable

@@ -7,7 +7,7 @@ the full field on the rest); ``render_camera`` renders a whole image in ray
 chunks under ``no_grad`` with bounded memory, marching in passes (:func:`render_rays_passes`):
 each pass evaluates the next ``per_pass`` occupied samples of every ray still above the
 early-termination transmittance, so no sample is evaluated twice and at most ``per_pass - 1``
-samples per ray are evaluated past termination (KiloNeRF's fast renderer does the same with 8).
+densities per ray are evaluated past termination (KiloNeRF's fast renderer does the same with 8).
 
 Two compositors, picked by ``compositor``: "quadrature" (the default, NeRF's piecewise-constant
 rule: one field query at each sample's midpoint) and "exact" (queries the field at both ends of
@@ -110,16 +110,17 @@ def _exact(field: Field, rays: Rays, ray_indices: Tensor, t_starts: Tensor, t_en
 
 
 def _march_passes(ray_indices: Tensor, n_rays: int, per_pass: int, early_stop_eps: float,
-                  visit: Callable[[Tensor, Tensor, Tensor], Tensor]) -> None:
+                  visit: Callable[[Tensor, Tensor, Tensor], Tensor], max_points: int = 1 << 17) -> None:
     """Visit packed samples (``ray_indices`` non-decreasing) ``per_pass`` per ray at a time, front to back.
 
     ``visit(idx, r, log_t) -> sigma_delta``: ``idx`` [K] are the indices of this pass's samples
     (grouped by ray, front to back), ``r`` [K] their rays and ``log_t`` [K] (float64) the -log
     transmittance of each sample's ray before this pass; it returns sigma * delta [K] of those
-    samples. A ray leaves the march when its samples are exhausted or, if ``early_stop_eps`` > 0,
-    when its transmittance exp(-log_t) (in float32) fell below ``early_stop_eps``: then every
-    later sample of the ray has T < early_stop_eps too. Work per pass is proportional to the
-    samples visited, not to all samples.
+    samples. A pass visits its rays in groups of at most ``max_points`` samples (one call each;
+    rays are independent, so the grouping changes no result, only the memory held). A ray leaves
+    the march when its samples are exhausted or, if ``early_stop_eps`` > 0, when its transmittance
+    exp(-log_t) (in float32) fell below ``early_stop_eps``: then every later sample of the ray has
+    T < early_stop_eps too. Work per pass is proportional to the samples visited, not to all samples.
     """
     counts = torch.bincount(ray_indices, minlength=n_rays)
     first = torch.cumsum(counts, 0) - counts
@@ -127,13 +128,14 @@ def _march_passes(ray_indices: Tensor, n_rays: int, per_pass: int, early_stop_ep
     alive = torch.nonzero(counts)[:, 0]
     start = 0
     while len(alive):
-        m = torch.clamp(counts[alive] - start, max=per_pass)
-        total = int(m.sum())
-        r = torch.repeat_interleave(alive, m, output_size=total)
-        pass_first = torch.repeat_interleave(torch.cumsum(m, 0) - m, m, output_size=total)
-        rank = torch.arange(total, device=r.device) - pass_first
-        sd = visit(first[r] + start + rank, r, log_t[r])
-        log_t.index_add_(0, r, sd.double())
+        for group in alive.split(max(1, max_points // per_pass)):
+            m = torch.clamp(counts[group] - start, max=per_pass)
+            total = int(m.sum())
+            r = torch.repeat_interleave(group, m, output_size=total)
+            pass_first = torch.repeat_interleave(torch.cumsum(m, 0) - m, m, output_size=total)
+            rank = torch.arange(total, device=r.device) - pass_first
+            sd = visit(first[r] + start + rank, r, log_t[r])
+            log_t.index_add_(0, r, sd.double())
         start += per_pass
         alive = alive[counts[alive] > start]
         if early_stop_eps > 0:
@@ -172,13 +174,16 @@ def _visible_in_passes(
 def render_rays_passes(
     field: Field, estimator: OccupancyGrid, rays: Rays, background: Tensor | None, render_step_size: float,
     near: float = 0.0, far: float = 1e10, early_stop_eps: float = 1e-4, alpha_thre: float = 0.0,
-    per_pass: int = 16, n_far: int = 0,
+    per_pass: int = 8, n_far: int = 0, max_points: int = 1 << 17,
 ) -> dict[str, Tensor]:
-    """Render ``rays`` without gradients, marching ``per_pass`` samples per ray at a time.
+    """Render ``rays`` without gradients, marching ``per_pass`` samples per ray at a time and
+    evaluating the field on at most ``max_points`` samples per call (bounded memory).
 
-    Same outputs as :func:`render_rays` ("rgb", "opacity", "depth", "depth_acc", extras); the
-    only difference is that samples past termination within a ray's last pass are kept, which
-    changes each output by at most the transmittance left at termination (< ``early_stop_eps``).
+    Same outputs as :func:`render_rays` ("rgb", "opacity", "depth", "depth_acc", extras) and the
+    same samples composited (transmittance T >= early_stop_eps, alpha >= alpha_thre); the samples
+    of a ray's last pass behind its termination are evaluated for density but not composited. A
+    field that ``splits_appearance`` gets its appearance evaluated only on the composited samples
+    of non-zero alpha.
     """
     o, dirs, times = rays.origins, rays.directions, rays.times
     n_rays = len(rays)
@@ -189,20 +194,32 @@ def render_rays_passes(
     def visit(idx: Tensor, r: Tensor, log_t: Tensor) -> Tensor:
         ts, te = t_starts[idx], t_ends[idx]
         mid = (ts + te) / 2
-        out = field(o[r] + dirs[r] * mid[:, None], dirs[r], None if times is None else times[r])
-        sd = out["density"].reshape(-1) * (te - ts)
+        x, tt = o[r] + dirs[r] * mid[:, None], None if times is None else times[r]
+        if field.splits_appearance:
+            density, features = field.geometry(x, tt)
+        else:
+            out = field(x, dirs[r], tt)
+            density = out["density"]
+        sd = density.reshape(-1) * (te - ts)
         if alpha_thre > 0:
             sd = torch.where(1 - torch.exp(-sd) < alpha_thre, torch.zeros_like(sd), sd)
-        excl = exclusive_segment_cumsum(sd, r, n_rays)
-        w = (torch.exp(-(log_t + excl.double())) * (1 - torch.exp(-sd.double()))).to(sd.dtype)[:, None]
-        values = {"rgb": out["rgb"], "opacity": None, "depth_acc": mid[:, None],
-                  **{k: v for k, v in out.items() if k not in ("density", "rgb")}}
+        log_trans = log_t + exclusive_segment_cumsum(sd, r, n_rays).double()
+        composited = (torch.exp(-log_trans.float()) >= early_stop_eps) & (sd > 0)
+        sel = torch.nonzero(composited)[:, 0]
+        w = (torch.exp(-log_trans[sel]) * (1 - torch.exp(-sd[sel].double()))).to(sd.dtype)[:, None]
+        rs = r[sel]
+        if field.splits_appearance:
+            out = field.appearance(features[sel], dirs[rs], None if tt is None else tt[sel])
+        else:
+            out = {k: v[sel] for k, v in out.items() if k != "density"}
+        values = {"rgb": out["rgb"], "opacity": None, "depth_acc": mid[sel, None],
+                  **{k: v for k, v in out.items() if k != "rgb"}}
         for k, v in values.items():
             src = w if v is None else w * v
-            acc[k] = acc.get(k, src.new_zeros(n_rays, src.shape[1])).index_add(0, r, src)
+            acc[k] = acc.get(k, src.new_zeros(n_rays, src.shape[1])).index_add(0, rs, src)
         return sd
 
-    _march_passes(ray_idx, n_rays, per_pass, early_stop_eps, visit)
+    _march_passes(ray_idx, n_rays, per_pass, early_stop_eps, visit, max_points)
     if not acc:  # no samples: the field on an empty batch names its channels
         out = field(o[:0], dirs[:0], None if times is None else times[:0])
         acc = {k: o.new_zeros(n_rays, v.shape[-1]) for k, v in out.items() if k != "density"}
@@ -216,8 +233,8 @@ def render_rays_passes(
 @torch.no_grad()
 def render_camera(
     field: Field, estimator: OccupancyGrid, cameras: Cameras, background: Tensor,
-    render_step_size: float, near: float = 0.0, far: float = 1e10, chunk: int = 8192,
-    early_stop_eps: float = 1e-4, alpha_thre: float = 0.0, compositor: str = "quadrature", per_pass: int = 16,
+    render_step_size: float, near: float = 0.0, far: float = 1e10, chunk: int = 65536,
+    early_stop_eps: float = 1e-4, alpha_thre: float = 0.0, compositor: str = "quadrature", per_pass: int = 8,
     n_far: int = 0,
 ) -> dict[str, Tensor]:
     """Render camera 0 of ``cameras`` at its size: "rgb" [H, W, 3], "depth"/"opacity" [H, W, 1], extras."""

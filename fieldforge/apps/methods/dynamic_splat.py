@@ -6,6 +6,10 @@ cloud (GauFRe, arXiv:2312.11458), on top of the ``splat`` recipe.
   points both are uniform in the bounds, ``static_fraction`` of ``init_num_points`` static
   (deviation: the reference's synthetic runs have no static cloud; ``static_fraction=0``
   reproduces them). Nearest-neighbour scales are computed per cloud.
+- Sizes: by default (0) ``init_num_points`` = min(10,000, 0.25 x the pixels of a training image)
+  and ``cap_max`` = min(100,000, 2.5 x those pixels), a tenth of ``splat``'s, since every dynamic
+  Gaussian passes through the deformation MLP at every step (deviation: the reference starts from
+  100,000 points and a GPU).
 - Warm-up: for ``step < warmup_steps`` nothing is deformed (a static 3DGS of the canonical
   Gaussians); afterwards dynamic Gaussians are deformed to each image's time.
 - Loss: 0.8 L2 + 0.2 D-SSIM before ``l2_until``, 0.8 L1 + 0.2 D-SSIM after.
@@ -53,6 +57,9 @@ class DynamicSplatConfig(SplatConfig):
 class DynamicSplatMethod(SplatMethod):
     name = "dynamic-splat"
     Config = DynamicSplatConfig
+    # every dynamic Gaussian passes through the deformation MLP at every step: a tenth of splat's sizes
+    init_per_pixel, init_ceiling = 0.25, 10_000
+    cap_per_pixel, cap_ceiling = 2.5, 100_000
 
     def __init__(self, config: DynamicSplatConfig, scene: Scene, device: torch.device):
         if scene.times is None:

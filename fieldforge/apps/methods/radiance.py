@@ -63,7 +63,7 @@ class RadianceConfig(MethodConfig):
     train_background: str = "random"  # random | white | black | scene (the scene's eval background)
     early_stop_eps: float = 1e-4
     alpha_thre: float = -1.0  # skip samples of lower alpha; -1 = auto: 1e-2 when unbounded (nerfacc's), else 0
-    render_chunk: int = 8192
+    render_chunk: int = 65536  # rays per marching chunk of an image (about 16 bytes per candidate sample)
     unbounded: str = "auto"  # auto | on | off: contract space outside the scene box (real captures)
     far_samples: int = 32  # samples per ray beyond the box when unbounded
     teacher: str = ""  # run directory of a trained field to distil from ("" = train from the images)

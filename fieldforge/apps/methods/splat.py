@@ -77,6 +77,9 @@ class SplatMethod(Method):
     name = "splat"
     Config = SplatConfig
     depth = "z"
+    #: automatic sizes (``init_num_points`` / ``cap_max`` = 0): Gaussians per pixel of a training image, and a ceiling
+    init_per_pixel, init_ceiling = 2.5, 100_000
+    cap_per_pixel, cap_ceiling = 25.0, 1_000_000
 
     def __init__(self, config: SplatConfig, scene: Scene, device: torch.device):
         super().__init__(config, scene, device)
@@ -87,8 +90,8 @@ class SplatMethod(Method):
         self.images = [(img.float() / 255.0).to(device) for img in scene.images]  # [H, W, 3|4]
         self.scene_scale = scene_scale(scene.cameras)
         pixels = sum(img.shape[0] * img.shape[1] for img in scene.images) / max(len(scene.images), 1)
-        self.init_points = config.init_num_points or max(1, min(100_000, round(2.5 * pixels)))
-        self.cap_max = config.cap_max or max(1, min(1_000_000, round(25 * pixels)))
+        self.init_points = config.init_num_points or max(1, min(self.init_ceiling, round(self.init_per_pixel * pixels)))
+        self.cap_max = config.cap_max or max(1, min(self.cap_ceiling, round(self.cap_per_pixel * pixels)))
         self.generator = torch.Generator().manual_seed(config.seed)
         self.order = torch.randperm(len(self.images), generator=self.generator)
         self.position = 0
