@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -106,3 +107,13 @@ def test_starting_the_pool_keeps_torch_thread_count():
             "print(kernels.threads(), torch.get_num_threads())")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.split() == ["1", "1"]
+
+
+@pytest.mark.parametrize("preset,want", [(None, "10000"), ("300000", "300000")])
+def test_openmp_spin_default_is_set_before_torch_loads_and_never_overrides(preset, want):
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    if preset is not None:
+        env["GOMP_SPINCOUNT"] = preset
+    code = "import fieldforge, os, sys; print(os.environ['GOMP_SPINCOUNT'], 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == [want, "False"]  # set, and torch not yet loaded by importing fieldforge
