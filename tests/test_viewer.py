@@ -272,4 +272,4 @@ def test_bench_viewer_times_the_render_path_and_keeps_existing_output(viewer_run
     assert row["method"] == "splat" and len(row["seconds"]) == 3 == len(set(row["views"]))
     assert row["fps"] == pytest.approx(1.0 / statistics.median(row["seconds"]))
     assert main(["bench", "viewer", str(viewer_run), "--out", str(out)]) == 2
-    assert capsys.readouterr().err.strip() == f"fieldforge bench: error: {out}: exists (use --force to overwrite)"
+    assert capsys.readouterr().err.strip() == f"fieldforge bench: error: {out}: already exists (pass --force to overwrite)"

@@ -33,7 +33,8 @@ from pathlib import Path
 import torch
 
 from fieldforge import kernels
-from fieldforge.apps.bench_runs import peak_memory_mb, reset_peak_memory, rss_mb, write_atomic
+from fieldforge.apps.bench_runs import peak_memory_mb, reset_peak_memory, rss_mb
+from fieldforge.apps.files import write_atomic
 from fieldforge.errors import FieldforgeError
 
 Case = Callable[[], object]

@@ -34,7 +34,8 @@ from pathlib import Path
 import torch
 
 from fieldforge.apps.bench_runs import (machine, map_processes, map_ray, parse_minutes, peak_memory_mb,
-                                        require_ray, reset_peak_memory, train_budget, write_atomic)
+                                        require_ray, reset_peak_memory, train_budget)
+from fieldforge.apps.files import write_atomic
 from fieldforge.apps.config import apply_overrides, read_config
 from fieldforge.apps.evaluate import evaluate
 from fieldforge.apps.methods import get_method

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from fieldforge.apps.bench_runs import write_atomic
+from fieldforge.apps.files import refuse_existing, write_atomic
 from fieldforge.errors import FieldforgeError
 
 
@@ -60,8 +60,7 @@ def run(args) -> int:
     if args.size <= 0 or args.views <= 0:
         raise FieldforgeError("--size and --views must be positive")
     out = Path(args.out)
-    if out.exists() and not args.force:
-        raise FieldforgeError(f"{out}: exists (use --force to overwrite)")
+    refuse_existing(out, args.force)
     rows = [bench_run(r, args.size, args.views) for r in args.runs]
     for r in rows:
         print(f"{r['method']:>14}  {r['size']} px  {r['fps']:.1f} frames/s  ({r['median_s'] * 1e3:.0f} ms)  {r['run']}")

@@ -8,29 +8,21 @@ object, so a crafted file cannot execute code.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from fieldforge.apps.files import staged
 from fieldforge.errors import DataError
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
     """Write ``obj`` to ``path`` via a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with staged(path, force=True) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def load_safe(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
@@ -43,3 +35,18 @@ def load_safe(path: str | Path, map_location: str | torch.device = "cpu") -> Any
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(path, f"not a safe fieldforge checkpoint ({first[:160]})") from None
+
+
+def load_method_state(method: Any, state: dict, path: str | Path) -> None:
+    """``method.load_state_dict(state["method"])``; a checkpoint written by another method (its
+    ``method_name``), or whose state does not fit this one, is refused on one line."""
+    name = state.get("method_name")
+    if name is not None and name != method.name:
+        raise DataError(path, f"checkpoint is of method {name!r}, not {method.name!r} as the run's config says")
+    if "method" not in state:
+        raise DataError(path, "checkpoint has no 'method' state")
+    try:
+        method.load_state_dict(state["method"])
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DataError(path, f"checkpoint does not fit method {method.name!r}: {first}") from None

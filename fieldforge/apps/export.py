@@ -24,7 +24,6 @@ export never leaves half a file; an existing OUT is kept unless ``--force`` is g
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ import numpy as np
 from fieldforge.apps.export_mesh import clean_mesh, extract_mesh, rgba8
 from fieldforge.apps.export_points import (gaussians_of, pick_views, points_to_gaussians, render_points,
                                            subsample)
+from fieldforge.apps.files import refuse_existing, staged
 from fieldforge.apps.run import load_run
 from fieldforge.errors import FieldforgeError
 from fieldforge.fields.base import Field
@@ -141,16 +141,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix.lower() not in SUFFIXES[args.format]:
         raise FieldforgeError(f"{out}: --format {args.format} writes {' or '.join(SUFFIXES[args.format])} files")
-    if out.exists() and not args.force:
-        raise FieldforgeError(f"{out}: already exists (pass --force to overwrite)")
+    refuse_existing(out, args.force)
     if not out.parent.is_dir():
         raise FieldforgeError(f"{out.parent}: output directory does not exist")
     method, _, _ = load_run(args.run)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}{out.suffix}")
-    try:
+    with staged(out, args.force) as tmp:
         what = FORMATS[args.format](method, args, tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     print(f"wrote {out} ({what})")
     return 0

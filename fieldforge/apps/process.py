@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 from pathlib import Path
 
+from fieldforge.apps.files import staged
 from fieldforge.apps.process_inputs import IMAGE_SUFFIXES, MIN_IMAGES, gather_images, gather_video, is_video
 from fieldforge.apps.process_sfm import CAMERA_MODELS, MATCHERS, SfmOptions, reconstruct, stats, transforms
 from fieldforge.errors import DataError, FieldforgeError
@@ -145,18 +144,9 @@ def _build(args: argparse.Namespace, src: Path, tmp: Path) -> dict:
 def run(args: argparse.Namespace) -> int:
     src, out = Path(args.input), Path(args.output)
     _check(args, src, out)
-    tmp = out.parent / f".{out.name}.tmp{os.getpid()}"
-    old = out.parent / f".{out.name}.old{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with staged(out, force=True) as tmp:  # _check refused an existing output without --force
+        tmp.mkdir()
         report = _build(args, src, tmp)
-        if out.exists():
-            os.replace(out, old)  # an empty folder, or --force
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
     print(_summary(report))
     print(f"wrote {out} (transforms.json, colmap/sparse/0, sparse_pc.ply, images"
           + "".join(f", images_{k}" for k in args.downscales) + ", process_report.json)")

@@ -1,13 +1,17 @@
 """``fieldforge render``: render a camera path of a trained run, or of a 3DGS .ply, to a video.
 
     fieldforge render RUN [--path orbit|spiral|PATH.json] [--frames N] [--fps F]
-                          [--resolution WxH] [--time T] [-o OUT.mp4|OUT.gif|OUTDIR]
+                          [--resolution WxH] [--time T] [-o OUT.mp4|OUT.gif|OUTDIR] [--force]
 
 ``orbit`` and ``spiral`` are built from the run's training cameras (:mod:`fieldforge.render.paths`);
 a JSON camera path is documented there too. A .ply target (from any 3DGS trainer) takes its cameras
 from the trainer's ``cameras.json`` when found, else from a ring around its Gaussians
 (:mod:`fieldforge.apps.ply_scene`).
-Frames are written by :class:`fieldforge.apps.video.FrameWriter` (mp4, gif or a PNG folder).
+Frames are written by :class:`fieldforge.apps.video.FrameWriter` (mp4, gif or a PNG folder), one at a
+time as they are rendered, to a temporary name that takes the output's only when every frame is
+written; an existing output is kept unless ``--force``. Paths beyond
+:data:`fieldforge.limits.MAX_FRAMES` frames or :data:`~fieldforge.limits.MAX_PIXELS` pixels a frame,
+or larger than the available memory, are refused before anything is rendered.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from fieldforge.apps.video import FrameWriter
+from fieldforge.apps.files import refuse_existing, staged
+from fieldforge.apps.video import FrameWriter, output_kind
 from fieldforge.errors import FieldforgeError
+from fieldforge.limits import MAX_FRAMES, check_image_size, check_memory
 from fieldforge.render import paths
 from fieldforge.scenes import Cameras, Scene, background_rgb
 
@@ -43,6 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="OUT.mp4, OUT.gif or a directory for PNGs (default: RUN/renders/<path>.mp4)")
     p.add_argument("--background", default=None, help="white, black or R,G,B in [0, 1] (default: the scene's)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--force", action="store_true", help="replace an existing output")
     p.add_argument("--up", default=None, metavar="X,Y,Z",
                    help="a .ply without cameras.json: the world's up axis of its orbit (default: guessed)")
 
@@ -93,9 +100,25 @@ def build_path(spec: str, source: Scene | None, n_frames: int | None, time: floa
     return cams
 
 
-def render_frames(render: RenderFn, cameras: Cameras, out: str | Path, fps: float, progress: bool = True) -> int:
-    """Render every camera with ``render`` and write the frames to ``out``; returns the count."""
-    with FrameWriter(out, fps) as writer:
+def check_budget(cameras: Cameras, out: str | Path) -> None:
+    """Refuse a path whose frames are too many or too large for this machine before rendering:
+    each frame is rendered and streamed to the writer on its own, except a GIF's, which are all
+    held until it is written."""
+    if len(cameras) > MAX_FRAMES:
+        raise FieldforgeError(f"{len(cameras)} frames is more than the limit of {MAX_FRAMES}")
+    w, h = int(cameras.width.max()), int(cameras.height.max())
+    check_image_size(w, h, "a frame")
+    if output_kind(out) == "gif":
+        check_memory(len(cameras) * w * h * 3, f"a GIF of {len(cameras)} frames of {w}x{h}")
+
+
+def render_frames(render: RenderFn, cameras: Cameras, out: str | Path, fps: float, progress: bool = True,
+                  force: bool = False) -> int:
+    """Render every camera with ``render`` and write the frames to ``out`` (never over an existing
+    output unless ``force``; nothing is left on failure: :func:`fieldforge.apps.files.staged`);
+    returns the count."""
+    check_budget(cameras, out)
+    with staged(out, force) as tmp, FrameWriter(tmp, fps) as writer:
         for i in tqdm(range(len(cameras)), desc="render", unit="frame", disable=not progress):
             with torch.no_grad():
                 rgb = render(cameras[i])
@@ -134,14 +157,22 @@ def _ply_renderer(ply: Path, device: str, background: str | None, up: str | None
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.frames is not None and args.frames < 1:
-        raise FieldforgeError(f"--frames must be >= 1, got {args.frames}")
+    if args.frames is not None and not 1 <= args.frames <= MAX_FRAMES:
+        raise FieldforgeError(f"--frames must be in [1, {MAX_FRAMES}], got {args.frames}")
     if not args.fps > 0:
         raise FieldforgeError(f"--fps must be positive, got {args.fps}")
     if args.time is not None and not 0 <= args.time <= 1:
         raise FieldforgeError(f"--time must lie in [0, 1], got {args.time}")
     resolution = parse_resolution(args.resolution) if args.resolution else None
+    if resolution is not None:
+        check_image_size(*resolution, "--resolution: a frame")
     target = Path(args.target)
+    if args.output:
+        out = Path(args.output)
+    else:
+        base = target.parent if target.suffix.lower() == ".ply" else target / "renders"
+        out = base / f"{Path(args.path).stem}.mp4"
+    refuse_existing(out, args.force)
     if target.suffix.lower() == ".ply":
         if not target.is_file():
             raise FieldforgeError(f"{target}: file not found")
@@ -151,11 +182,6 @@ def run(args: argparse.Namespace) -> int:
     cameras = build_path(args.path, source, args.frames, args.time)
     if resolution is not None:
         cameras = paths.with_resolution(cameras, *resolution)
-    if args.output:
-        out = Path(args.output)
-    else:
-        base = target.parent if target.suffix.lower() == ".ply" else target / "renders"
-        out = base / f"{Path(args.path).stem}.mp4"
-    n = render_frames(render, cameras, out, args.fps)
+    n = render_frames(render, cameras, out, args.fps, force=args.force)
     print(f"wrote {n} frames to {out}")
     return 0

@@ -41,6 +41,7 @@ from scipy.spatial.transform import Rotation, Slerp
 from torch import Tensor
 
 from fieldforge.errors import DataError
+from fieldforge.limits import MAX_FRAMES, check_image_size
 from fieldforge.scenes import Cameras, Scene
 from fieldforge.scenes.cameras import opengl_to_opencv
 
@@ -270,15 +271,16 @@ def load_path(json_file: str | Path, n_frames: int | None = None) -> Cameras:
             raise DataError(path, f"'{key}' must be a positive integer, got {v!r}")
         size.append(v)
     width, height = size
+    check_image_size(width, height, "a frame", path)
     kfs = data.get("keyframes")
     if not isinstance(kfs, list) or not kfs or not all(isinstance(k, dict) for k in kfs):
         raise DataError(path, "'keyframes' must be a non-empty list of objects")
     if n_frames is None:
         n_frames = data.get("frames", len(kfs))
-        if isinstance(n_frames, bool) or not isinstance(n_frames, int) or n_frames < 1:
-            raise DataError(path, f"'frames' must be a positive integer, got {n_frames!r}")
-    elif n_frames < 1:
-        raise ValueError(f"load_path: n_frames must be >= 1, got {n_frames}")
+        if isinstance(n_frames, bool) or not isinstance(n_frames, int) or not 1 <= n_frames <= MAX_FRAMES:
+            raise DataError(path, f"'frames' must be an integer in [1, {MAX_FRAMES}], got {n_frames!r}")
+    elif not 1 <= n_frames <= MAX_FRAMES:
+        raise ValueError(f"load_path: n_frames must be in [1, {MAX_FRAMES}], got {n_frames}")
 
     poses = np.stack([_keyframe_pose(path, i, k) for i, k in enumerate(kfs)])
     intr = np.array([_keyframe_intrinsics(path, i, k, width, height) for i, k in enumerate(kfs)])
