@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import typing
 from pathlib import Path
 from typing import Any
 
 from fieldforge import __version__
+from fieldforge.apps.files import write_atomic
 from fieldforge.errors import DataError, FieldforgeError
 
 
@@ -74,26 +74,63 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def _typed(tp: Any, value: Any) -> Any:
+    """``value`` as the type hint ``tp`` asks (a JSON list for a tuple, an int for a float);
+    raises TypeError when it is not of that type."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        for a in (a for a in args if a is not type(None)):
+            try:
+                return _typed(a, value)
+            except TypeError:
+                pass
+        raise TypeError
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise TypeError
+        item = args[0] if args else Any
+        return tuple(_typed(item, v) for v in value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise TypeError
+    elif tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError
+        return float(value)
+    elif tp is str and not isinstance(value, str):
+        raise TypeError
+    return value
+
+
 def from_dict(cls: type, values: dict, source: Path | str = "config") -> Any:
+    """The dataclass ``cls`` from a config section; unknown keys and values of the wrong type are
+    refused (``DataError`` naming ``source`` and the key)."""
+    if not isinstance(values, dict):
+        raise DataError(source, f"{cls.__name__} section must be a JSON object, got {type(values).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - names
     if unknown:
-        raise DataError(source, f"unknown keys for {cls.__name__}: {', '.join(sorted(unknown))}")
+        raise DataError(source, f"unknown keys for {cls.__name__}: {', '.join(repr(k) for k in sorted(unknown))}")
     hints = typing.get_type_hints(cls)
-    fixed = {k: tuple(v) if typing.get_origin(hints[k]) is tuple and isinstance(v, list) else v
-             for k, v in values.items()}
+    fixed = {}
+    for k, v in values.items():
+        try:
+            fixed[k] = _typed(hints[k], v)
+        except TypeError:
+            want = getattr(hints[k], "__name__", None) or str(hints[k]).replace("typing.", "")
+            raise DataError(source, f"{cls.__name__}.{k} must be {want}, got {json.dumps(v)}") from None
     return cls(**fixed)
 
 
 def save_config(path: Path, train: TrainConfig, method_cfg: Any) -> None:
-    """Write ``config.json`` atomically (a temporary file in the same folder, then a rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps({"fieldforge": __version__, "train": to_dict(train),
+    """Write ``config.json`` atomically (:func:`fieldforge.apps.files.write_atomic`)."""
+    write_atomic(path, json.dumps({"fieldforge": __version__, "train": to_dict(train),
                                    "method": to_dict(method_cfg)}, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_config(path: Path) -> dict:

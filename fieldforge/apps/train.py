@@ -14,6 +14,8 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import os
+import sys
 from pathlib import Path
 
 import torch
@@ -22,24 +24,26 @@ from fieldforge.apps import distributed
 from fieldforge.apps.config import TrainConfig, apply_overrides, from_dict, read_config, save_config
 from fieldforge.apps.methods import get_method
 from fieldforge.apps.methods.teacher import Teacher
-from fieldforge.apps.run import RunDir, load_scene, resolve_device
+from fieldforge.apps.run import LOCK_NAME, RunDir, RunLock, is_run, load_scene, resolve_device
 from fieldforge.apps.trainer import train
 from fieldforge.apps.viewer import add_live_arguments, live_viewer
 from fieldforge.errors import FieldforgeError
 
+DEFAULT_METHOD = "ngp"
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", nargs="?", default=None, help="dataset folder (default: the bundled scene)")
-    p.add_argument("--method", default="ngp", help="method name (nerf, ngp, splat, ...)")
+    p.add_argument("--method", default=None, help="method name (nerf, ngp, splat, ...; default ngp)")
     p.add_argument("--out", "-o", default=None, help="run directory (default: runs/<method>)")
     p.add_argument("--steps", type=int, default=None, help="total steps of the run (resume continues to it)")
     p.add_argument("--minutes", type=float, default=None,
                    help="training time budget; without --steps every schedule is planned to fit it")
     p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--seed", type=int, default=0, help="seeds the global RNG and the method's generators")
+    p.add_argument("--seed", type=int, default=None, help="seeds the global RNG and the method's generators (default 0)")
     p.add_argument("--format", default=None, help="force the dataset format")
-    p.add_argument("--downscale", type=int, default=1, help="downscale images by N on load")
+    p.add_argument("--downscale", type=int, default=None, help="downscale images by N on load (default 1)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a method option (repeatable); see config.json of a run")
     p.add_argument("--teacher", default=None, metavar="RUN",
@@ -52,9 +56,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.resume and args.data:
-        args.data = str(_processed(Path(args.data), Path(args.out or f"runs/{args.method}")))
-    return distributed.run_ranks(args.nproc, _run_rank, args)
+    out = Path(args.out or f"runs/{args.method or DEFAULT_METHOD}")
+    args.out = str(out)
+    if not args.resume:
+        check_new_run(out)
+    with RunLock(out) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext():
+        if not args.resume and args.data:
+            args.data = str(_processed(Path(args.data), out))
+        return distributed.run_ranks(args.nproc, _run_rank, args)
+
+
+def check_new_run(out: Path) -> None:
+    """A new run goes into a missing or empty folder, or a fieldforge run folder (one whose
+    ``config.json`` fieldforge wrote; its checkpoint is checked later), or one holding only the
+    ``data`` a previous ``train PHOTOS`` processed into it; never into a user's other folder."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise FieldforgeError(f"{out}: exists and is not a folder")
+    entries = {p.name for p in out.iterdir()} - {LOCK_NAME}
+    if not entries or entries == {"data"} and (out / "data" / "transforms.json").is_file() or is_run(out):
+        return
+    raise FieldforgeError(f"{out}: folder exists and is not a fieldforge run; choose another --out")
+
+
+def _check_resume_flags(args: argparse.Namespace, cfg: TrainConfig, out: Path) -> None:
+    """``--resume`` continues a run as it was configured: flags that would change it are refused."""
+    given = {"--method": (args.method, cfg.method), "--downscale": (args.downscale, cfg.downscale),
+             "--format": (args.format, cfg.format), "--seed": (args.seed, cfg.seed)}
+    for flag, (value, recorded) in given.items():
+        if value is not None and value != recorded:
+            raise FieldforgeError(f"{out}: --resume continues the run as configured ({flag} {recorded}); "
+                                  f"{flag} {value} would change it")
+    if args.data and Path(args.data).resolve() != Path(cfg.data).resolve() and \
+            Path(cfg.data).resolve() != (out / "data").resolve():
+        raise FieldforgeError(f"{out}: --resume continues the run on its own data ({cfg.data}), not {args.data}")
+    if args.overrides or getattr(args, "teacher", None):
+        raise FieldforgeError(f"{out}: --set and --teacher cannot change a run being resumed; start a new run")
 
 
 def _processed(data: Path, out: Path) -> Path:
@@ -68,22 +106,13 @@ def _processed(data: Path, out: Path) -> Path:
     if (posed / "transforms.json").is_file():
         print(f"reusing {posed} (processed from {data})")
         return posed
-    if out.exists() and not out.is_dir():
-        raise FieldforgeError(f"{out}: exists and is not a folder")
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        process_default(data, posed)
-    except BaseException:
-        if created and not any(out.iterdir()):
-            out.rmdir()  # leave nothing behind when the photos do not register
-        raise
+    process_default(data, posed)  # nothing is left when the photos do not register (the run lock removes RUN)
     return posed
 
 
 def _run_rank(args: argparse.Namespace) -> int:
     """Train as this process's rank (the only one without --nproc / torchrun)."""
-    out = Path(args.out or f"runs/{args.method}")
+    out = Path(args.out)
     rd = RunDir(out)
     if args.steps is not None and args.steps < 1:
         raise FieldforgeError(f"--steps must be >= 1, got {args.steps}")
@@ -92,6 +121,7 @@ def _run_rank(args: argparse.Namespace) -> int:
     if args.resume:
         data = read_config(rd.config)
         cfg = from_dict(TrainConfig, data["train"], rd.config)
+        _check_resume_flags(args, cfg, out)
         cls = get_method(cfg.method)
         method_cfg = from_dict(cls.Config, data["method"], rd.config)
         if cfg.plan == "minutes":
@@ -106,6 +136,9 @@ def _run_rank(args: argparse.Namespace) -> int:
     else:
         if rd.checkpoint.is_file():
             raise FieldforgeError(f"{out}: run already exists; use --resume to continue it or choose another --out")
+        args.method = args.method or DEFAULT_METHOD
+        args.seed = 0 if args.seed is None else args.seed
+        args.downscale = 1 if args.downscale is None else args.downscale
         cls = get_method(args.method)
         method_cfg = dataclasses.replace(apply_overrides(cls.Config(), args.overrides), seed=args.seed)
         if getattr(args, "teacher", None):
@@ -140,4 +173,7 @@ def _run_rank(args: argparse.Namespace) -> int:
         if "horizon" in summary:  # the plan as it stood when the run stopped
             save_config(rd.config, dataclasses.replace(cfg, horizon=summary["horizon"]), method_cfg)
         print(json.dumps({"run": str(out), **summary}))
-    return 0
+        if "signal" in summary:
+            print(f"fieldforge train: stopped by {summary['stopped_by']} at step {summary['step']}; the checkpoint "
+                  f"is saved in {rd.checkpoint} (continue with --resume)", file=sys.stderr)
+    return 128 + summary["signal"] if "signal" in summary else 0

@@ -17,19 +17,23 @@ rank's own state (``"ranks"``); the checkpoint and minutes-budget decisions are 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
 from fieldforge.apps import distributed
-from fieldforge.apps.checkpoint import load_safe, save_atomic
+from fieldforge.apps.checkpoint import load_method_state, load_safe, save_atomic
 from fieldforge.apps.config import TrainConfig
 from fieldforge.apps.methods.base import Method
 from fieldforge.apps.plan import PLANS, BudgetPlanner
@@ -42,19 +46,25 @@ clock: Callable[[], float] = time.perf_counter  # measures step times (tests rep
 def save_checkpoint(run: RunDir, method: Method, step: int, train_seconds: float,
                     planner: BudgetPlanner | None = None) -> None:
     """Rank 0 writes; with several ranks every rank must call it (it gathers their states)."""
-    state = {"step": step, "train_seconds": train_seconds, "method": method.state_dict(),
+    state = {"step": step, "train_seconds": train_seconds, "method_name": method.name, "method": method.state_dict(),
              "torch_rng": torch.get_rng_state()}
     if planner is not None:
         state["plan"] = planner.state_dict()
     if distributed.world_size() > 1:
         state["ranks"] = distributed.gather_rank_states(method)
     if distributed.is_main():
-        save_atomic(state, run.checkpoint)
+        try:
+            save_atomic(state, run.checkpoint)
+        except OSError as e:  # a full disk, no permission: the previous checkpoint is intact
+            kept = f"the checkpoint of step {_ckpt_step(run)} is kept" if run.checkpoint.is_file() else \
+                "no checkpoint was written"
+            raise FieldforgeError(f"{run.checkpoint}: cannot write the checkpoint of step {step} "
+                                  f"({e.strerror or e}); {kept}") from None
 
 
 def restore_checkpoint(run: RunDir, method: Method, planner: BudgetPlanner | None = None) -> tuple[int, float]:
     state = load_safe(run.checkpoint, map_location=method.device)
-    method.load_state_dict(state["method"])
+    load_method_state(method, state, run.checkpoint)
     torch.set_rng_state(state["torch_rng"].cpu())
     distributed.load_rank_states(method, state.get("ranks"))
     if planner is not None:
@@ -75,12 +85,37 @@ def make_planner(cfg: TrainConfig, method: Method) -> BudgetPlanner | None:
     return BudgetPlanner(cfg.minutes * 60.0, method.recipe.steps)
 
 
+@contextlib.contextmanager
+def stop_signals() -> Iterator[list[int]]:
+    """While the block runs (in the main thread), SIGINT and SIGTERM only record their number in
+    the yielded list, which the training loop checks between steps (it then writes its final
+    checkpoint and stops); a second signal interrupts at once."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def train(method: Method, run: RunDir, cfg: TrainConfig, total_steps: int | None, resume: bool = False,
           quiet: bool = False, on_step: Callable[[int, Method], None] | None = None) -> dict:
     """Train ``method`` up to ``total_steps`` (the run's total; None: until the minutes budget is
     spent). Returns a summary dict (with "horizon" under a minutes plan). ``on_step(step, method)``
     runs after each step (``step`` = steps done); it may block (the live viewer's pause), which
-    does not count as training time."""
+    does not count as training time. SIGINT or SIGTERM stop the run between two steps with a
+    final checkpoint (:func:`stop_signals`); the summary then names the signal ("stopped_by")
+    and holds its number ("signal")."""
     start, train_seconds = 0, 0.0
     planner = make_planner(cfg, method)
     if resume and run.checkpoint.is_file():
@@ -100,8 +135,11 @@ def train(method: Method, run: RunDir, cfg: TrainConfig, total_steps: int | None
     bar = tqdm(total=total_steps, initial=start, disable=quiet or not distributed.is_main(), dynamic_ncols=True,
                desc=f"train {method.name}")
     stopped = "steps"
-    with run.log.open("a") if distributed.is_main() else open(os.devnull, "w") as log:
+    with run.log.open("a") if distributed.is_main() else open(os.devnull, "w") as log, stop_signals() as received:
         while total_steps is None or step < total_steps:
+            if distributed.agree(bool(received)):
+                stopped = signal.Signals(received[0]).name if received else "signal"
+                break
             if distributed.agree(budget is not None and train_seconds >= budget):
                 stopped = "minutes"
                 break
@@ -141,6 +179,8 @@ def train(method: Method, run: RunDir, cfg: TrainConfig, total_steps: int | None
               f"({train_seconds:.1f} s of training): give more --minutes", file=sys.stderr)
     save_checkpoint(run, method, step, train_seconds, planner)
     summary = {"step": step, "train_seconds": train_seconds, "stopped_by": stopped}
+    if received:
+        summary["signal"] = received[0]
     return summary if planner is None else {**summary, "horizon": planner.horizon}
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from fieldforge.scenes import Scene
 def add_server_arguments(p: argparse.ArgumentParser) -> None:
     """Options of the viewer's web server and render sizes (shared by ``view`` and ``train --view``)."""
     p.add_argument("--host", default="127.0.0.1", help="address to bind the viewer to (0.0.0.0: all interfaces)")
-    p.add_argument("--port", type=int, default=8080, help="viewer port (the next free one if taken)")
+    p.add_argument("--port", type=int, default=8080, help="viewer port (0: a free one, printed; a taken port is an error)")
     p.add_argument("--max-size", type=int, default=512, help="long side in pixels of the render at rest")
     p.add_argument("--moving-size", type=int, default=128, help="long side in pixels while the camera moves")
 
@@ -45,6 +46,24 @@ def check_server_arguments(args: argparse.Namespace) -> None:
     for name in ("max_size", "moving_size") + (("view_every", "view_seconds") if hasattr(args, "view_every") else ()):
         if not getattr(args, name) > 0:
             raise FieldforgeError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+
+
+def claim_port(host: str, port: int) -> int:
+    """``port`` when it can be listened on at ``host``; for 0, a free port the system picks.
+
+    viser itself would silently move to the next port when ``port`` is taken, so a second viewer
+    started on a taken port would not be where the user looks: here that is an error.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free; a listener is not
+        try:
+            s.bind((host, port))
+            s.listen(1)
+        except OSError as e:
+            raise FieldforgeError(f"--port {port}: cannot listen on {host} ({e.strerror or e}); "
+                                  f"pass another port, or --port 0 for a free one") from None
+        return int(s.getsockname()[1])
 
 
 def add_live_arguments(p: argparse.ArgumentParser) -> None:
@@ -73,7 +92,7 @@ def live_viewer(args: argparse.Namespace, method: Method, scene: Scene, run: Run
         yield None
         return
     check_server_arguments(args)
-    viewer = Viewer(method, scene, args.host, args.port, path_file=run.root / "camera_path.json",
+    viewer = Viewer(method, scene, args.host, claim_port(args.host, args.port), path_file=run.root / "camera_path.json",
                     max_size=args.max_size, moving_size=args.moving_size, live=True,
                     refresh_steps=args.view_every, refresh_seconds=args.view_seconds)
     print(f"viewer: {viewer.url}", flush=True)
@@ -85,6 +104,7 @@ def live_viewer(args: argparse.Namespace, method: Method, scene: Scene, run: Run
 
 def run(args: argparse.Namespace) -> int:
     check_server_arguments(args)
+    port = claim_port(args.host, args.port)  # before the run loads: a taken port fails at once
     target = Path(args.run)
     if target.suffix.lower() == ".ply":
         from fieldforge.apps.ply_scene import parse_up, ply_scene
@@ -96,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         method, _, scene = load_run(target, args.device)
         path_file = args.path_file or RunDir(target).root / "camera_path.json"
-    viewer = Viewer(method, scene, args.host, args.port, max_size=args.max_size, moving_size=args.moving_size,
+    viewer = Viewer(method, scene, args.host, port, max_size=args.max_size, moving_size=args.moving_size,
                     path_file=path_file)
     print(f"viewer of {args.run}: {viewer.url} (Ctrl-C to stop)", flush=True)
     try:
