@@ -9,7 +9,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from fieldforge.errors import DataError
+from fieldforge.errors import DataError, FieldforgeError
 from fieldforge.scenes import load
 
 POSE = [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 4], [0, 0, 0, 1]]
@@ -66,9 +66,9 @@ def test_missing_folder_and_unknown_format(tmp_path):
 
 
 def test_bad_api_arguments(tmp_path):
-    with pytest.raises(ValueError, match="unknown format"):
+    with pytest.raises(FieldforgeError, match="unknown format"):
         load(tmp_path, format="pickle")
-    with pytest.raises(ValueError, match="downscale"):
+    with pytest.raises(FieldforgeError, match="downscale"):
         load(tmp_path, downscale=0)
 
 

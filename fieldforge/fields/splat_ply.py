@@ -48,13 +48,46 @@ def write(path: str | Path, model: GaussianModel) -> int:
     return len(data)
 
 
+_SIZES = {"char": 1, "uchar": 1, "int8": 1, "uint8": 1, "short": 2, "ushort": 2, "int16": 2, "uint16": 2,
+          "int": 4, "uint": 4, "int32": 4, "uint32": 4, "float": 4, "float32": 4, "double": 8, "float64": 8}
+
+
+def _check_counts(path: Path) -> None:
+    """Refuse a header whose element counts need more bytes than the file has (before any
+    array of that size is allocated): binary rows take their fixed size (a list at least its
+    count), ASCII rows at least two bytes per property."""
+    with path.open("rb") as f:
+        head = f.read(1 << 16)
+    end = head.find(b"end_header")
+    if not head.startswith(b"ply") or end < 0:
+        return  # the parser names what is wrong
+    body = path.stat().st_size - (end + len(b"end_header\n"))
+    lines = head[:end].decode("ascii", "replace").splitlines()
+    ascii_format = any(line.split()[:2] == ["format", "ascii"] for line in lines)
+    elements: list[list] = []  # [name, count, bytes per row]
+    for words in (line.split() for line in lines):
+        if words[:1] == ["element"] and len(words) == 3:
+            if not words[2].isdigit():
+                raise DataError(path, f"element {words[1]!r}: count must be a non-negative integer, got {words[2]!r}")
+            elements.append([words[1], int(words[2]), 0])
+        elif words[:1] == ["property"] and len(words) >= 3 and elements:
+            elements[-1][2] += 2 if ascii_format else _SIZES.get(words[2] if words[1] == "list" else words[1], 1)
+    for name, count, row in elements:
+        if count and not row:  # rows of zero bytes: numpy would divide by zero reading them
+            raise DataError(path, f"element {name!r} has {count} rows but no properties")
+    need = sum(count * row for _, count, row in elements)
+    if need > body:
+        raise DataError(path, f"truncated .ply: its header needs {need:,} bytes of data or more, the file has {body:,}")
+
+
 def read(path: str | Path) -> GaussianModel:
     """Read a 3DGS .ply (Inria or gsplat writer) into a :class:`GaussianModel`."""
-    from plyfile import PlyData, PlyParseError
+    from plyfile import PlyData
 
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "no such file")
+    _check_counts(path)
     try:
         ply = PlyData.read(str(path))
         vertex = ply["vertex"]
@@ -62,8 +95,8 @@ def read(path: str | Path) -> GaussianModel:
         table = vertex.data
     except KeyError:
         raise DataError(path, "no 'vertex' element; not a Gaussian splat .ply") from None
-    except (PlyParseError, ValueError, EOFError, IndexError, UnicodeDecodeError) as e:
-        raise DataError(path, f"malformed or truncated .ply ({str(e).strip() or type(e).__name__})") from None
+    except Exception as e:  # plyfile raises many types (parse errors, mmap and numpy errors) on bad files
+        raise DataError(path, f"malformed or truncated .ply ({type(e).__name__}: {str(e).strip()[:200]})") from None
     missing = [name for name in BASE if name not in names]
     if missing:
         raise DataError(path, f"missing properties {', '.join(missing)}; not a 3DGS .ply")

@@ -1,8 +1,12 @@
 """Reading and area-downscaling images and masks for the loaders.
 
 Images are returned as uint8 tensors [H, W, C] with C = 3 (RGB) or 4 (RGBA, straight alpha),
-row 0 at the top. Grey images become RGB, grey+alpha becomes RGBA and 16-bit images are
-rounded to 8 bits. Masks are bool [H, W], True = use the pixel (any channel > 127 of the file).
+row 0 at the top, as displayed: the EXIF orientation of a photograph is applied. Grey images
+become RGB, grey+alpha becomes RGBA, palette images RGB (RGBA when the palette has
+transparency), CMYK and other colour spaces are converted to RGB, and 16-bit images are rounded
+to 8 bits. An image of more than :data:`fieldforge.limits.MAX_PIXELS` pixels is refused from
+its header, before it is decoded. Masks are bool [H, W], True = use the pixel (any channel > 127
+of the file).
 """
 
 from __future__ import annotations
@@ -12,20 +16,36 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 import torch
+from PIL import Image, ImageOps
 from torch import Tensor
 
 from fieldforge.errors import DataError
+from fieldforge.limits import MAX_PIXELS
+
+
+_KEPT_MODES = ("L", "LA", "RGB", "RGBA", "I;16", "I;16B", "I;16L", "1")
 
 
 def _read_array(path: Path) -> np.ndarray:
     if not path.is_file():
         raise DataError(path, "image file not found")
     try:
-        return np.asarray(iio.imread(path, plugin="pillow"))
-    except Exception as e:  # imageio raises many types for unreadable files
+        with Image.open(path) as im:
+            width, height = im.size
+            if width * height > MAX_PIXELS:
+                raise DataError(path, f"image of {width}x{height} pixels is larger than the limit of {MAX_PIXELS:,} "
+                                      f"pixels (downscale the images first)")
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("P", "PA"):
+                im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
+            elif im.mode not in _KEPT_MODES and not im.mode.startswith(("I", "F")):
+                im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV
+            return np.array(im)  # a writable copy
+    except DataError:
+        raise
+    except Exception as e:  # Pillow raises many types for unreadable files
         raise DataError(path, f"cannot read image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from fieldforge.errors import DataError
+from fieldforge.errors import DataError, FieldforgeError
 from fieldforge.scenes.scene import Scene
 
 FORMATS: dict[str, str] = {
@@ -42,9 +42,9 @@ def load(path: str | Path, format: str | None = None, downscale: int = 1) -> Sce
     """Load a dataset; ``format`` forces one of :data:`FORMATS`; images and intrinsics are
     area-downscaled by the integer ``downscale``."""
     if format is not None and format not in FORMATS:
-        raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
+        raise FieldforgeError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
     if isinstance(downscale, bool) or not isinstance(downscale, int) or downscale < 1:
-        raise ValueError(f"downscale must be an integer >= 1, got {downscale!r}")
+        raise FieldforgeError(f"downscale must be an integer >= 1, got {downscale!r}")
     path = Path(path)
     name = format or detect_format(path)
     if not path.exists():

@@ -10,6 +10,7 @@ which must then match the images). Protocol: bounds [-1.5, 1.5]^3, near 2, far 6
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -47,6 +48,8 @@ def load(root: Path, downscale: int = 1) -> Scene:
         if any(not isinstance(f, dict) or "file_path" not in f or "transform_matrix" not in f for f in frames):
             raise DataError(file, "every frame needs 'file_path' and 'transform_matrix'")
         angle = number(file, meta.get("camera_angle_x"), "camera_angle_x", positive=True)
+        if angle >= math.pi:
+            raise DataError(file, f"camera_angle_x must be below pi (a field of view in radians), got {angle}")
         start = len(paths)
         paths += [image_path(root, f["file_path"], file) for f in frames]
         c2w.append(matrices(file, [f["transform_matrix"] for f in frames], "transform_matrix"))

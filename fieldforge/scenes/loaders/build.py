@@ -10,6 +10,8 @@ import json
 import math
 import os
 import re
+import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +25,8 @@ from fieldforge.scenes.cameras import Cameras
 from fieldforge.scenes.images import downscale_images, downscale_mask
 from fieldforge.scenes.scene import Scene
 
+#: what reading a damaged or truncated .npz raises (numpy, zipfile, zlib)
+NPZ_ERRORS = (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
 HOLDOUT = 8  # every 8th image (0, 8, 16, ...) is a test image when the data defines no split
 
 
@@ -182,6 +186,9 @@ def finish(
     if any(img.shape[-1] == 4 for img in images):  # one channel layout per scene
         images = [img if img.shape[-1] == 4 else torch.cat([img, torch.full_like(img[..., :1], 255)], -1) for img in images]
     if downscale > 1:
+        small = min(min(img.shape[:2]) for img in images)
+        if downscale > small:
+            raise DataError(source, f"downscale {downscale} is larger than the smallest image side ({small} px)")
         images = downscale_images(images, downscale)
         masks = None if masks is None else [downscale_mask(m, downscale) for m in masks]
         cameras = replace(cameras.scaled(1.0 / downscale),

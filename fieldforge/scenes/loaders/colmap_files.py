@@ -98,6 +98,9 @@ def _camera(path: Path, cam_id: int, model: str, width: int, height: int, params
     params = np.asarray(params, dtype=np.float64)
     if len(params) != _NPARAMS[model] or not np.isfinite(params).all() or width <= 0 or height <= 0:
         raise DataError(path, f"camera {cam_id}: bad size or parameters for {model}")
+    n_focal = 1 if model.startswith(("SIMPLE_", "RADIAL")) else 2
+    if (params[:n_focal] <= 0).any():
+        raise DataError(path, f"camera {cam_id}: focal length must be positive, got {params[:n_focal].tolist()}")
     return ColmapCamera(model, int(width), int(height), params)
 
 
@@ -164,12 +167,14 @@ def read_points(path: Path) -> tuple[Tensor, Tensor]:
         r = _Reader(path)
         n = r.read("Q")[0]
         buf = r.buf
+        if n > (len(buf) - 8) // 51:  # every record holds at least 51 bytes
+            raise DataError(path, f"claims {n} points but its {len(buf)} bytes hold at most {(len(buf) - 8) // 51}")
         starts = np.empty(n, dtype=np.int64)
         off = 8
         for i in range(n):  # records have variable track lengths: only the offsets are sequential
-            starts[i] = off
             if off + 51 > len(buf):
                 raise DataError(path, f"truncated binary COLMAP file (ends at byte {len(buf)})")
+            starts[i] = off
             off += 51 + 8 * int.from_bytes(buf[off + 43:off + 51], "little")
         r.off = off
         r.done()

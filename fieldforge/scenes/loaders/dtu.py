@@ -26,7 +26,7 @@ import torch
 from fieldforge.errors import DataError
 from fieldforge.scenes.cameras import Cameras
 from fieldforge.scenes.images import read_images, read_masks
-from fieldforge.scenes.loaders.build import finish, holdout_splits, matrices
+from fieldforge.scenes.loaders.build import NPZ_ERRORS, finish, holdout_splits, matrices
 from fieldforge.scenes.scene import Scene
 
 CAMERA_FILES = ("cameras.npz", "cameras_sphere.npz")
@@ -63,10 +63,10 @@ def _image_files(root: Path) -> tuple[list[Path], list[Path] | None, str]:
 def load(root: Path, downscale: int = 1) -> Scene:
     src = next(root / f for f in CAMERA_FILES if (root / f).is_file())
     try:
-        npz = np.load(src, allow_pickle=False)
-        mats = {k: npz[k] for k in npz.files}
-    except (ValueError, OSError) as e:
-        raise DataError(src, f"cannot read ({e})") from None
+        with np.load(src, allow_pickle=False) as npz:
+            mats = {k: npz[k] for k in npz.files}
+    except NPZ_ERRORS as e:
+        raise DataError(src, f"cannot read ({type(e).__name__}: {e})") from None
     ids = sorted(int(m.group(1)) for k in mats if (m := re.fullmatch(r"world_mat_(\d+)", k)))
     if not ids:
         raise DataError(src, "no world_mat_i entries")
@@ -84,7 +84,10 @@ def load(root: Path, downscale: int = 1) -> Scene:
     K = np.zeros((n, 3, 3))
     c2w = np.tile(np.eye(4), (n, 1, 1))
     for i in range(n):  # one 3x3 RQ per camera
-        K[i], R, C = decompose((world[i] @ scale[i])[:3])
+        P = (world[i] @ scale[i])[:3]
+        if np.linalg.matrix_rank(P[:, :3]) < 3:
+            raise DataError(src, f"world_mat_{i} @ scale_mat_{i}: singular projection matrix (not a camera)")
+        K[i], R, C = decompose(P)
         c2w[i, :3, :3], c2w[i, :3, 3] = R.T, C
     if not (np.isfinite(K).all() and np.isfinite(c2w).all()):
         raise DataError(src, "degenerate projection matrix (non-finite decomposition)")

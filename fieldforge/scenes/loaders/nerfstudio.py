@@ -50,17 +50,23 @@ def _intrinsics(src: Path, meta: dict, frame: dict, w_img: int, h_img: int):
         v = get(key)
         return default if v is None else number(src, v, key, positive)
 
+    def angle(key, half_turn):  # a field of view in (0, half_turn): pi radians or 180 degrees
+        v = num(key, positive=True)
+        if v >= half_turn:
+            raise DataError(src, f"{key} must be below {half_turn:g} (a field of view), got {v}")
+        return v
+
     w, h = num("w", w_img, True), num("h", h_img, True)
     fx = num("fl_x", positive=True)
     fy = num("fl_y", positive=True)
     if fx is None and get("camera_angle_x") is not None:
-        fx = 0.5 * w / math.tan(0.5 * num("camera_angle_x", positive=True))
+        fx = 0.5 * w / math.tan(0.5 * angle("camera_angle_x", math.pi))
     if fy is None and get("camera_angle_y") is not None:
-        fy = 0.5 * h / math.tan(0.5 * num("camera_angle_y", positive=True))
+        fy = 0.5 * h / math.tan(0.5 * angle("camera_angle_y", math.pi))
     if fx is None and get("x_fov") is not None:
-        fx = 0.5 * w / math.tan(0.5 * math.radians(num("x_fov", positive=True)))
+        fx = 0.5 * w / math.tan(0.5 * math.radians(angle("x_fov", 180.0)))
     if fy is None and get("y_fov") is not None:
-        fy = 0.5 * h / math.tan(0.5 * math.radians(num("y_fov", positive=True)))
+        fy = 0.5 * h / math.tan(0.5 * math.radians(angle("y_fov", 180.0)))
     if fx is None and fy is None:
         raise DataError(src, f"frame {frame.get('file_path')!r}: no focal length (fl_x/fl_y, camera_angle_x/y or x_fov/y_fov)")
     fx, fy = fx or fy, fy or fx
@@ -68,7 +74,7 @@ def _intrinsics(src: Path, meta: dict, frame: dict, w_img: int, h_img: int):
     name = get("camera_model")
     if name is None:
         model = "opencv_fisheye" if get("is_fisheye", False) else ("opencv" if any(dist) else "pinhole")
-    elif name in MODELS:
+    elif isinstance(name, str) and name in MODELS:
         model = MODELS[name]
     else:
         raise DataError(src, f"unsupported camera_model {name!r} (supported: {', '.join(MODELS)})")

@@ -17,7 +17,7 @@ import torch
 from fieldforge.errors import DataError
 from fieldforge.scenes.cameras import Cameras, opengl_to_opencv
 from fieldforge.scenes.loaders.blender import BOUNDS, FAR, NEAR
-from fieldforge.scenes.loaders.build import finish, holdout_splits, matrices, number
+from fieldforge.scenes.loaders.build import NPZ_ERRORS, finish, holdout_splits, matrices, number
 from fieldforge.scenes.scene import Scene
 
 REQUIRED = ("images", "poses", "focal")
@@ -37,7 +37,7 @@ def detect(path: Path) -> bool:
     try:
         with np.load(f, allow_pickle=False) as z:
             return all(k in z.files for k in REQUIRED)
-    except (ValueError, OSError):
+    except NPZ_ERRORS:
         return False
 
 
@@ -51,8 +51,8 @@ def load(path: Path, downscale: int = 1) -> Scene:
             if missing:
                 raise DataError(src, f"missing arrays {missing}")
             data = {k: z[k] for k in z.files}
-    except (ValueError, OSError, EOFError) as e:
-        raise DataError(src, f"cannot read ({e})") from None
+    except NPZ_ERRORS as e:
+        raise DataError(src, f"cannot read ({type(e).__name__}: {e})") from None
     imgs = data["images"]
     if imgs.ndim != 4 or imgs.shape[-1] not in (3, 4) or len(imgs) == 0:
         raise DataError(src, f"images must be N x H x W x 3|4, got {list(imgs.shape)}")
