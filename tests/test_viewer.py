@@ -273,3 +273,30 @@ def test_bench_viewer_times_the_render_path_and_keeps_existing_output(viewer_run
     assert row["fps"] == pytest.approx(1.0 / statistics.median(row["seconds"]))
     assert main(["bench", "viewer", str(viewer_run), "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip() == f"fieldforge bench: error: {out}: already exists (pass --force to overwrite)"
+
+
+class _StubClient:
+    """What the viewer uses of a viser client: id, camera (with on_update) and background image."""
+
+    def __init__(self, cams):
+        pos, wxyz, fov = viser_pose(cams)
+        self.client_id, self.images = 7, []
+        self.camera = type("Cam", (), {"position": pos, "wxyz": wxyz, "fov": fov, "aspect": 1.0, "image_height": 600,
+                                       "on_update": lambda self, fn: fn})()
+        self.scene = type("Scene", (), {"set_background_image": lambda _, img, **kw: self.images.append(img.shape)})()
+
+
+def test_a_new_tab_gets_a_low_resolution_picture_first_and_closed_tabs_are_dropped():
+    viewer = Viewer(_method(steps=2), tiny_scene(), port=0, max_size=48, moving_size=12)
+    try:
+        client = _StubClient(viewer.cameras)
+        viewer._connect(client)
+        assert viewer.serve() and client.images == [(12, 12, 3)]
+        viewer._views[client.client_id].moved -= 1.0  # the camera has rested since
+        assert viewer.serve() and client.images[-1] == (48, 48, 3)
+        assert not viewer.serve()  # nothing new to render
+        viewer.invalidate()
+        viewer._disconnect(client)
+        assert not viewer.serve() and len(client.images) == 2
+    finally:
+        viewer.stop()

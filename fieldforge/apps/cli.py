@@ -32,15 +32,6 @@ BENCHES = {
 }
 
 
-def _load(module: str):
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("fieldforge"):
-            return None
-        raise
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fieldforge", description="Neural fields and Gaussian splats on PyTorch.")
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -49,16 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
             p = sub.add_parser("bench", help=help_)
             bsub = p.add_subparsers(dest="bench", required=True)
             for name, (bmod, bhelp) in BENCHES.items():
-                mod = _load(bmod)
-                if mod is None:
-                    continue
+                mod = importlib.import_module(bmod)  # a verb that fails to import fails loudly
                 bp = bsub.add_parser(name, help=bhelp)
                 mod.add_arguments(bp)
                 bp.set_defaults(_run=mod.run)
             continue
-        mod = _load(module)
-        if mod is None:
-            continue
+        mod = importlib.import_module(module)
         p = sub.add_parser(verb, help=help_)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)

@@ -27,7 +27,6 @@ from pathlib import Path
 
 from fieldforge.apps.methods.base import Method
 from fieldforge.apps.run import RunDir, load_run
-from fieldforge.apps.viewer_server import Viewer
 from fieldforge.errors import FieldforgeError
 from fieldforge.scenes import Scene
 
@@ -91,6 +90,8 @@ def live_viewer(args: argparse.Namespace, method: Method, scene: Scene, run: Run
     if not args.view:
         yield None
         return
+    from fieldforge.apps.viewer_server import Viewer  # viser only when a viewer is asked for
+
     check_server_arguments(args)
     viewer = Viewer(method, scene, args.host, claim_port(args.host, args.port), path_file=run.root / "camera_path.json",
                     max_size=args.max_size, moving_size=args.moving_size, live=True,
@@ -103,6 +104,8 @@ def live_viewer(args: argparse.Namespace, method: Method, scene: Scene, run: Run
 
 
 def run(args: argparse.Namespace) -> int:
+    from fieldforge.apps.viewer_server import Viewer
+
     check_server_arguments(args)
     port = claim_port(args.host, args.port)  # before the run loads: a taken port fails at once
     target = Path(args.run)

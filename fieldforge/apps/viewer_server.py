@@ -3,7 +3,9 @@
 Each browser's view is rendered on the server with ``method.render`` (cameras converted by
 :mod:`fieldforge.apps.viewer_render`) at ``moving_size`` pixels on the long side while its camera
 moves and at ``max_size`` once the camera has rested ``REST_SECONDS``, and shown as viser's
-background image. ``fieldforge view`` renders in :meth:`Viewer.serve_forever`'s thread; a live
+background image; a new browser tab first gets a ``moving_size`` picture, then the refined one.
+Each view renders its newest camera only (older moves are skipped), and the view of a closed tab
+is dropped. ``fieldforge view`` renders in :meth:`Viewer.serve_forever`'s thread; a live
 training run renders in the training thread through :meth:`Viewer.on_step`, between steps.
 """
 
@@ -227,7 +229,7 @@ class Viewer:
             self._wake.wait(REST_SECONDS / 3)
 
     def _connect(self, client: viser.ClientHandle) -> None:
-        view = _View(client)
+        view = _View(client, moved=time.perf_counter())  # a new tab gets a fast low-resolution picture first
 
         @client.camera.on_update
         def _(_: viser.CameraHandle) -> None:

@@ -1,0 +1,25 @@
+"""The console script's plumbing: verbs import nothing heavy until used, and a verb whose module
+fails to import is an error, not a missing subcommand."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from fieldforge.apps import cli
+
+
+def test_help_and_headless_training_do_not_import_the_viewer_or_optional_libraries():
+    code = ("import sys; from fieldforge.apps.cli import build_parser; build_parser(); "
+            "import fieldforge.apps.train; "
+            "print(sorted(m for m in ('viser', 'open3d', 'pycolmap', 'numba') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_a_verb_that_fails_to_import_fails_loudly(monkeypatch):
+    monkeypatch.setitem(cli.VERBS, "broken", ("fieldforge.apps.no_such_verb", "a verb whose module is missing"))
+    with pytest.raises(ModuleNotFoundError, match="fieldforge.apps.no_such_verb"):
+        cli.build_parser()
