@@ -26,7 +26,7 @@ from fieldforge.apps.bench_runs import peak_memory_mb, reset_peak_memory, rss_mb
 from fieldforge.apps.config import TrainConfig, from_dict, read_config
 from fieldforge.errors import FieldforgeError
 from fieldforge.fields import splat_ply
-from fieldforge.render.paths import load_path
+from fieldforge.scenes.paths import load_path
 from fieldforge.scenes import load
 
 #: most memory a single check may add to the process (MiB)

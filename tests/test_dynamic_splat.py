@@ -14,6 +14,7 @@ from fieldforge.apps.methods.dynamic_splat import DynamicSplatConfig, DynamicSpl
 from fieldforge.apps.methods.splat import SplatMethod
 from fieldforge.apps.strategy import DefaultStrategy
 from fieldforge.errors import FieldforgeError
+from fieldforge.render.rasterize import render_gaussians
 from fieldforge.scenes import Scene
 from tests.test_splat_method import small_config, train_psnr
 from tests.test_splat_scenes import gaussian_scene, orbit_cameras, random_gaussians
@@ -40,7 +41,7 @@ def moving_scene(n_views: int = 12, size: int = 24) -> Scene:
     with torch.no_grad():
         for i in range(n_views):
             means = truth.means + moving[:, None] * torch.tensor([0.8, 0.0, 0.0]) * cams.times[i]
-            img, _, _ = truth.render(torch.linalg.inv(cams.c2w[i])[None], cams.K[i][None], size, size,
+            img, _, _ = render_gaussians(truth, torch.linalg.inv(cams.c2w[i])[None], cams.K[i][None], size, size,
                                      backgrounds=torch.ones(1, 3), geometry=(means, truth.scales, truth.quats))
             images.append((img[0].clamp(0, 1) * 255).round().to(torch.uint8))
     return Scene(cameras=cams, images=images, names=[f"v{i}" for i in range(n_views)],

@@ -13,7 +13,7 @@ from fieldforge.fields.pl_field import PLField
 from fieldforge.render.exact import exact_composite, render_rays_exact, transmittance_integral
 from fieldforge.render.marcher import render_rays
 from fieldforge.render.occupancy import OccupancyGrid
-from fieldforge.render.rays import Rays
+from fieldforge.scenes.rays import Rays
 from fieldforge.render.volume import composite
 
 

@@ -25,8 +25,9 @@ from fieldforge.apps.run import load_run
 from fieldforge.fields import splat_ply
 from fieldforge.fields.base import Field
 from fieldforge.fields.gaussians import SH_C0, rgb_to_sh0
-from fieldforge.render.paths import load_path
-from fieldforge.render.rays import camera_rays
+from fieldforge.render.rasterize import render_gaussians
+from fieldforge.scenes.paths import load_path
+from fieldforge.scenes.rays import camera_rays
 from fieldforge.scenes import Cameras
 from tests.helpers import look_at_c2w, tiny_scene
 
@@ -305,7 +306,7 @@ def test_field_splat_ply_conversion_renders_like_the_field(monkeypatch, sharp_sp
     def masked_psnr(m, i):
         cams, white = sharp_sphere.cameras, torch.ones(3)
         ref = sharp_sphere.render(cams[i], white)
-        img, _, _ = m.render(torch.linalg.inv(cams.c2w[i:i + 1]), cams.K[i:i + 1], 32, 32, backgrounds=white[None])
+        img, _, _ = render_gaussians(m, torch.linalg.inv(cams.c2w[i:i + 1]), cams.K[i:i + 1], 32, 32, backgrounds=white[None])
         mask = ref["opacity"][..., 0] > 0.5
         return -10 * math.log10(float(((img[0].clamp(0, 1) - ref["rgb"])[mask] ** 2).mean()))
 

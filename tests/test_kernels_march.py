@@ -7,7 +7,7 @@ import torch
 
 from fieldforge.render import volume
 from fieldforge.render.occupancy import OccupancyGrid
-from fieldforge.render.rays import Rays
+from fieldforge.scenes.rays import Rays
 
 pytest.importorskip("numba")
 

@@ -6,7 +6,7 @@ import torch
 from fieldforge.fields.base import Field
 from fieldforge.render.marcher import render_rays, render_rays_passes
 from fieldforge.render.occupancy import OccupancyGrid
-from fieldforge.render.rays import Rays
+from fieldforge.scenes.rays import Rays
 
 
 class Blobs(Field):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fieldforge.render.occupancy import OccupancyGrid, ray_aabb_intersect
-from fieldforge.render.rays import Rays
+from fieldforge.scenes.rays import Rays
 
 nerfacc = pytest.importorskip("nerfacc")
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fieldforge.errors import DataError
-from fieldforge.render import paths
+from fieldforge.scenes import paths
 from fieldforge.scenes import Cameras, Scene
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "default-scene"

@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from fieldforge.fields.pl_field import PLField
-from fieldforge.fields.plmlp import (HatEncoding, NotPiecewiseLinearError, PLMLP, RegionLimitError, integrate,
-                                     integrate_polygon, integrate_rays, ray_breakpoints, regions)
+from fieldforge.encoders.hat import HatEncoding
+from fieldforge.fields.plmlp import (NotPiecewiseLinearError, PLMLP, RegionLimitError, integrate, integrate_polygon,
+                                     integrate_rays, ray_breakpoints, regions)
 
 
 def random_net(d_in: int, d_out: int, width: int, depth: int, seed: int, leaky: bool = False) -> nn.Sequential:

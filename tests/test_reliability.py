@@ -28,7 +28,7 @@ from fieldforge.apps.files import staged
 from fieldforge.apps.run import LOCK_NAME, RunDir
 from fieldforge.errors import DataError, FieldforgeError
 from fieldforge.limits import MAX_FRAMES, MAX_PIXELS
-from fieldforge.render.paths import load_path
+from fieldforge.scenes.paths import load_path
 from fieldforge.scenes import load
 from fieldforge.scenes.images import read_image
 from tests.test_scenes_colmap import CAMERAS, _scene, write_bin, write_images

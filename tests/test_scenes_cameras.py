@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fieldforge.render.rays import pixel_rays
+from fieldforge.scenes.rays import pixel_rays
 from fieldforge.scenes.cameras import Cameras, distort, undistort
 
 OPENCV = [-0.28, 0.09, -0.015, 0.0, 1.2e-3, -8e-4]  # k1 k2 k3 k4 p1 p2 (a wide-angle lens)

@@ -13,7 +13,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from fieldforge.errors import DataError
-from fieldforge.render.rays import pixel_rays
+from fieldforge.scenes.rays import pixel_rays
 from fieldforge.scenes import load
 from fieldforge.scenes.loaders import detect_format
 

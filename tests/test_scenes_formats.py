@@ -11,7 +11,7 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
-from fieldforge.render.rays import pixel_rays
+from fieldforge.scenes.rays import pixel_rays
 from fieldforge.scenes import load
 from fieldforge.scenes.loaders import detect_format
 

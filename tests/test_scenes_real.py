@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fieldforge.errors import DataError
-from fieldforge.render.rays import pixel_rays
+from fieldforge.scenes.rays import pixel_rays
 from fieldforge.scenes import load
 from fieldforge.scenes.loaders import detect_format
 from tests.conftest import shared_path

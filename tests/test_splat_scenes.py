@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from fieldforge.fields.gaussians import GaussianModel
+from fieldforge.render.rasterize import render_gaussians
 from fieldforge.scenes import Cameras, Scene
 
 
@@ -51,7 +52,7 @@ def gaussian_scene(n_views: int = 8, size: int = 40, seed: int = 0) -> Scene:
     images = []
     with torch.no_grad():
         for i in range(n_views):
-            img, _, _ = truth.render(torch.linalg.inv(cams.c2w[i])[None], cams.K[i][None], size, size,
+            img, _, _ = render_gaussians(truth, torch.linalg.inv(cams.c2w[i])[None], cams.K[i][None], size, size,
                                      backgrounds=torch.ones(1, 3))
             images.append((img[0].clamp(0, 1) * 255).round().to(torch.uint8))
     return Scene(cameras=cams, images=images, names=[f"v{i}" for i in range(n_views)],

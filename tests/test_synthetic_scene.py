@@ -181,7 +181,7 @@ def test_trace_matches_brute_force_marching():
 def test_loader_reads_the_bundled_scene_consistently():
     """Through ``fieldforge.scenes.load``: pixels fully covered in the PNGs have a hitting
     pixel-centre ray from the loaded (OpenCV) cameras, empty pixels a missing one."""
-    from fieldforge.render.rays import camera_rays
+    from fieldforge.scenes.rays import camera_rays
     from fieldforge.scenes import load
 
     scene = load(ASSETS)

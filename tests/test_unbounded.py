@@ -17,7 +17,7 @@ from fieldforge.fields.ngp import NGPField
 from fieldforge.render.far import far_samples, merge_packed
 from fieldforge.render.marcher import render_camera, render_rays
 from fieldforge.render.occupancy import OccupancyGrid, ray_aabb_intersect
-from fieldforge.render.rays import Rays
+from fieldforge.scenes.rays import Rays
 from tests.helpers import tiny_scene
 
 BOX = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])

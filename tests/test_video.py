@@ -14,6 +14,7 @@ import torch
 
 from fieldforge.apps import cli, render_video
 from fieldforge.apps.video import FrameWriter, output_kind, to_uint8
+from fieldforge.render.rasterize import render_gaussians
 from fieldforge.scenes import Cameras, Scene
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "default-scene"
@@ -225,7 +226,7 @@ def test_render_ply_with_json_path_matches_the_rasterizer(tmp_path):
     frame = iio.imread(sorted(out.glob("*.png"))[0]).astype(np.float64) / 255
     K = torch.tensor([[[30.0, 0, 12], [0, 30.0, 10], [0, 0, 1]]])
     with torch.no_grad():
-        ref, _, _ = splat_ply.read(ply).render(torch.linalg.inv(torch.tensor([c2w]).float()), K, 24, 20,
+        ref, _, _ = render_gaussians(splat_ply.read(ply), torch.linalg.inv(torch.tensor([c2w]).float()), K, 24, 20,
                                               backgrounds=torch.ones(1, 3))
     assert np.abs(frame - ref[0].clamp(0, 1).numpy()).max() < 1.5 / 255  # frames are clipped to [0, 1]
     assert frame.std() > 0.01  # the Gaussians are in view, not a blank frame

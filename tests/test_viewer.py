@@ -27,7 +27,7 @@ from fieldforge.apps.trainer import train
 from fieldforge.apps.viewer_server import Viewer
 from fieldforge.apps.viewer_path import Keyframes
 from fieldforge.apps.viewer_render import display, image_channels, viser_cameras, viser_pose
-from fieldforge.render.paths import load_path
+from fieldforge.scenes.paths import load_path
 from tests.helpers import tiny_scene
 from tests.test_trainer import _method
 

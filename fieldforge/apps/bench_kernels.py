@@ -118,7 +118,7 @@ def _sphere_grid():
 
 
 def _rays(n: int):
-    from fieldforge.render.rays import Rays
+    from fieldforge.scenes.rays import Rays
 
     gen = torch.Generator().manual_seed(2)
     origins = torch.nn.functional.normalize(torch.randn(n, 3, generator=gen), dim=-1) * 4.0

@@ -124,7 +124,7 @@ def _points(method, args: argparse.Namespace, tmp: Path) -> str:
 
 
 def _cameras(method, args: argparse.Namespace, tmp: Path) -> str:
-    from fieldforge.render.paths import save_path
+    from fieldforge.scenes.paths import save_path
 
     cams = method.cameras.to("cpu")
     save_path(tmp, cams)

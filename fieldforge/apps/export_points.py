@@ -5,7 +5,7 @@ background; pixels with opacity > ``min_opacity`` are unprojected at their expec
 coloured by the rendered rgb divided by the opacity (straight, not premultiplied, colour).
 
 Depth conventions differ by renderer: the ray marcher's "depth" is the expected distance along
-the unit ray (:mod:`fieldforge.render.rays`), the rasterizer's is the expected camera-space z
+the unit ray (:mod:`fieldforge.scenes.rays`), the rasterizer's is the expected camera-space z
 (gsplat's "ED"). the method's ``depth`` attribute tells them apart; :func:`unproject` handles both.
 
 :func:`points_to_gaussians` is an approximate conversion, not a fit: one isotropic Gaussian
@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from fieldforge.fields.gaussians import GaussianModel, rgb_to_sh0
-from fieldforge.render.rays import camera_rays
+from fieldforge.scenes.rays import camera_rays
 from fieldforge.scenes import Cameras
 
 

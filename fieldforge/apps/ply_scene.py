@@ -31,7 +31,8 @@ from fieldforge.apps.methods.base import Method
 from fieldforge.errors import DataError, FieldforgeError
 from fieldforge.fields.gaussians import GaussianModel
 from fieldforge.fields.splat_ply import read
-from fieldforge.render.paths import look_at
+from fieldforge.render.rasterize import render_gaussians
+from fieldforge.scenes.paths import look_at
 from fieldforge.scenes import Cameras, Scene
 
 RING = 36
@@ -53,7 +54,7 @@ class PlyMethod(Method):
     def render(self, cameras: Cameras, background: Tensor) -> dict[str, Tensor]:
         cameras = cameras.to(self.device)
         w, h = int(cameras.width[0]), int(cameras.height[0])
-        out, alpha, _ = self.model.render(cameras.viewmats()[:1], cameras.K[:1], w, h, render_mode="RGB+ED",
+        out, alpha, _ = render_gaussians(self.model, cameras.viewmats()[:1], cameras.K[:1], w, h, render_mode="RGB+ED",
                                           backgrounds=background.to(self.device).reshape(1, 3))
         return {"rgb": out[0, ..., :3].clamp(0, 1), "depth": out[0, ..., 3:], "opacity": alpha[0]}
 

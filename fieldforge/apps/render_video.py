@@ -3,7 +3,7 @@
     fieldforge render RUN [--path orbit|spiral|PATH.json] [--frames N] [--fps F]
                           [--resolution WxH] [--time T] [-o OUT.mp4|OUT.gif|OUTDIR] [--force]
 
-``orbit`` and ``spiral`` are built from the run's training cameras (:mod:`fieldforge.render.paths`);
+``orbit`` and ``spiral`` are built from the run's training cameras (:mod:`fieldforge.scenes.paths`);
 a JSON camera path is documented there too. A .ply target (from any 3DGS trainer) takes its cameras
 from the trainer's ``cameras.json`` when found, else from a ring around its Gaussians
 (:mod:`fieldforge.apps.ply_scene`).
@@ -28,7 +28,7 @@ from fieldforge.apps.files import refuse_existing, staged
 from fieldforge.apps.video import FrameWriter, output_kind
 from fieldforge.errors import FieldforgeError
 from fieldforge.limits import MAX_FRAMES, check_image_size, check_memory
-from fieldforge.render import paths
+from fieldforge.scenes import paths
 from fieldforge.scenes import Cameras, Scene, background_rgb
 
 DEFAULT_FRAMES = 120

@@ -1,5 +1,5 @@
 """Camera-path keyframes edited in the viewer and saved as the JSON ``fieldforge render --path``
-reads (:func:`fieldforge.render.paths.save_path`)."""
+reads (:func:`fieldforge.scenes.paths.save_path`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from fieldforge.render.paths import save_path
+from fieldforge.scenes.paths import save_path
 from fieldforge.scenes import Cameras
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from fieldforge.encoders.base import Encoding, positive
+from fieldforge.encoders.hat import hat_basis_layers
 
 BASES = ("gaussian", "triangle")
 NORMALIZE = ("fixed", "batch_max_row", "none")
@@ -74,8 +75,6 @@ class ShiftedBasisEncoding(Encoding):
         if self.basis != "triangle" or self.normalize == "batch_max_row":
             raise ValueError(f"ShiftedBasisEncoding: basis={self.basis!r}, normalize={self.normalize!r} is not "
                              "piecewise linear (needs basis='triangle' and normalize 'fixed' or 'none')")
-        from fieldforge.fields.plmlp import hat_basis_layers
-
         scale = 1.0 / self.fixed_norm if self.normalize == "fixed" else 1.0
         return hat_basis_layers(self.in_dim, self.centres, self.width, scale)
 

@@ -17,7 +17,6 @@ import math
 import torch
 from torch import Tensor, nn
 
-from fieldforge.render.rasterize import rasterize
 
 SH_C0 = 0.28209479177387814  # Y_0 = 1 / (2 sqrt(pi))
 PARAM_NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
@@ -95,15 +94,3 @@ class GaussianModel(nn.Module):
 
     def sh(self) -> Tensor:
         return torch.cat([self.sh0, self.shN], 1)
-
-    def render(self, viewmats: Tensor, Ks: Tensor, width: int, height: int, sh_degree: int | None = None,
-               backgrounds: Tensor | None = None, render_mode: str = "RGB",
-               geometry: tuple[Tensor, Tensor, Tensor] | None = None, **kwargs):
-        """:func:`fieldforge.render.rasterize.rasterize` with activated parameters; ``sh_degree``
-        (None = the model's) may be lower during training. ``geometry`` = (means, log-scales,
-        quats) replaces the stored ones (e.g. Gaussians deformed to a time)."""
-        degree = self.sh_degree if sh_degree is None else sh_degree
-        means, log_scales, quats = geometry if geometry is not None else (self.means, self.scales, self.quats)
-        return rasterize(means, quats, torch.exp(log_scales), self.activated_opacities(), self.sh(),
-                         viewmats, Ks, width, height, sh_degree=degree, backgrounds=backgrounds,
-                         render_mode=render_mode, **kwargs)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from fieldforge.render.occupancy import ray_aabb_intersect
-from fieldforge.render.rays import Rays
+from fieldforge.scenes.rays import Rays
 
 
 def far_samples(rays: Rays, aabb: Tensor, n: int, near: float, far: float) -> tuple[Tensor, Tensor, Tensor]:

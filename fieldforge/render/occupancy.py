@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from fieldforge import kernels
-from fieldforge.render.rays import Rays
+from fieldforge.scenes.rays import Rays
 from fieldforge.render.volume import render_visibility_from_density
 
 

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from fieldforge import kernels
 from fieldforge.encoders.sh import sh_basis
+from fieldforge.fields.gaussians import GaussianModel
 from fieldforge.render.raster_composite import composite_tiles
 from fieldforge.render.raster_project import project_gaussians
 from fieldforge.render.raster_tiles import bin_tiles
@@ -141,3 +142,17 @@ def rasterize(
     meta = {"radii": radii, "means2d": means2d, "depths": depths, "conics": conics,
             "n_isects": torch.tensor(n_isects), "width": width, "height": height, "tile_size": tile_size}
     return render, alphas, meta
+
+
+def render_gaussians(model: GaussianModel, viewmats: Tensor, Ks: Tensor, width: int, height: int,
+                     sh_degree: int | None = None, backgrounds: Tensor | None = None, render_mode: str = "RGB",
+                     geometry: tuple[Tensor, Tensor, Tensor] | None = None, **kwargs):
+    """:func:`rasterize` of a :class:`~fieldforge.fields.gaussians.GaussianModel` with its
+    activated parameters; ``sh_degree`` (None = the model's) may be lower during training.
+    ``geometry`` = (means, log-scales, quats) replaces the stored ones (e.g. Gaussians deformed
+    to a time)."""
+    degree = model.sh_degree if sh_degree is None else sh_degree
+    means, log_scales, quats = geometry if geometry is not None else (model.means, model.scales, model.quats)
+    return rasterize(means, quats, torch.exp(log_scales), model.activated_opacities(), model.sh(),
+                     viewmats, Ks, width, height, sh_degree=degree, backgrounds=backgrounds,
+                     render_mode=render_mode, **kwargs)

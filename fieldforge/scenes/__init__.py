@@ -1,4 +1,4 @@
-"""Scenes: cameras, images, splits and the loaders that read datasets from disk."""
+"""Scenes: cameras, rays, camera paths, images, splits and the loaders that read datasets from disk."""
 
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ from fieldforge.errors import FieldforgeError
 from fieldforge.fields.base import Field
 from fieldforge.render.marcher import render_camera, render_rays
 from fieldforge.render.occupancy import OccupancyGrid
-from fieldforge.render.rays import Rays, pixel_rays
+from fieldforge.scenes.rays import Rays, pixel_rays
 from fieldforge.scenes import Cameras, Scene, background_rgb
 
 

@@ -35,6 +35,7 @@ from fieldforge.apps.methods.base import Method, MethodConfig, register
 from fieldforge.apps.strategy import DefaultStrategy
 from fieldforge.errors import FieldforgeError
 from fieldforge.fields.gaussians import PARAM_NAMES, GaussianModel
+from fieldforge.render.rasterize import render_gaussians
 from fieldforge.scenes import Cameras, Scene, background_rgb
 
 
@@ -173,7 +174,7 @@ class SplatMethod(Method):
         if gt.shape[-1] == 4:  # straight alpha: composite onto this step's background
             gt = gt[..., :3] * gt[..., 3:] + bg * (1 - gt[..., 3:])
         degree = min(step // cfg.sh_degree_interval, cfg.sh_degree)
-        img, alpha, meta = self.model.render(viewmat, K, W, H, sh_degree=degree, backgrounds=bg[None],
+        img, alpha, meta = render_gaussians(self.model, viewmat, K, W, H, sh_degree=degree, backgrounds=bg[None],
                                              tile_size=cfg.tile_size or None, geometry=self._geometry(self.cameras, i, step))
         meta["means2d"].retain_grad()
         meta["n_cameras"] = 1
@@ -205,7 +206,7 @@ class SplatMethod(Method):
     def render(self, cameras: Cameras, background: Tensor) -> dict[str, Tensor]:
         cameras = cameras.to(self.device)
         viewmat, K, W, H = self._viewmat(cameras, 0)
-        out, alpha, _ = self.model.render(viewmat, K, W, H, backgrounds=background.to(self.device).reshape(1, 3),
+        out, alpha, _ = render_gaussians(self.model, viewmat, K, W, H, backgrounds=background.to(self.device).reshape(1, 3),
                                           render_mode="RGB+ED", tile_size=self.config.tile_size or None,
                                           geometry=self._geometry(cameras, 0, None))
         return {"rgb": out[0, ..., :3].clamp(0, 1), "depth": out[0, ..., 3:], "opacity": alpha[0]}

@@ -42,8 +42,8 @@ from torch import Tensor
 
 from fieldforge.errors import DataError
 from fieldforge.limits import MAX_FRAMES, check_image_size
-from fieldforge.scenes import Cameras, Scene
-from fieldforge.scenes.cameras import opengl_to_opencv
+from fieldforge.scenes.cameras import Cameras, opengl_to_opencv
+from fieldforge.scenes.scene import Scene
 
 CONVENTIONS = ("opencv", "opengl")
 
