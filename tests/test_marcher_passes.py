@@ -28,15 +28,20 @@ class Blobs(Field):
         return {"density": self.density(x), "rgb": torch.sigmoid(3 * x + d), "normals_dummy": x.abs()}
 
 
+def _setup(field: Field, n_rays: int, seed: int) -> tuple[OccupancyGrid, Rays, torch.Tensor]:
+    """A 16^3 grid of ``field``'s occupancy, ``n_rays`` random rays towards it, a white background."""
+    grid = OccupancyGrid([-1, -1, -1, 1, 1, 1], resolution=16)
+    grid.update(0, lambda x: field.density(x) * 0.01, warmup_steps=1)
+    g = torch.Generator().manual_seed(seed)
+    o = torch.tensor([0.0, 0.0, -3.0]) + 0.6 * torch.randn(n_rays, 3, generator=g)
+    d = torch.nn.functional.normalize(torch.tensor([0.0, 0.0, 1.0]) + 0.2 * torch.randn(n_rays, 3, generator=g), dim=-1)
+    return grid, Rays(o, d), torch.tensor([1.0, 1.0, 1.0])
+
+
 @pytest.mark.parametrize("peak,eps,per_pass", [(5.0, 1e-4, 16), (200.0, 1e-2, 8), (200.0, 1e-4, 3)])
 def test_passes_match_render_rays_within_the_termination_threshold(peak, eps, per_pass):
     field = Blobs(peak)
-    grid = OccupancyGrid([-1, -1, -1, 1, 1, 1], resolution=16)
-    grid.update(0, lambda x: field.density(x) * 0.01, warmup_steps=1)
-    g = torch.Generator().manual_seed(0)
-    o = torch.tensor([0.0, 0.0, -3.0]) + 0.6 * torch.randn(512, 3, generator=g)
-    d = torch.nn.functional.normalize(torch.tensor([0.0, 0.0, 1.0]) + 0.2 * torch.randn(512, 3, generator=g), dim=-1)
-    rays, bg = Rays(o, d), torch.tensor([1.0, 1.0, 1.0])
+    grid, rays, bg = _setup(field, 512, 0)
     with torch.no_grad():
         ref = render_rays(field, grid, rays, bg, 0.01, 0.5, 6.0, early_stop_eps=eps)
         field.evaluated = 0
@@ -65,12 +70,7 @@ class SplitBlobs(Blobs):
 @pytest.mark.parametrize("alpha_thre", [0.0, 0.05])
 def test_split_appearance_is_evaluated_only_on_composited_samples(alpha_thre):
     plain, split = Blobs(50.0), SplitBlobs(50.0)
-    grid = OccupancyGrid([-1, -1, -1, 1, 1, 1], resolution=16)
-    grid.update(0, lambda x: plain.density(x) * 0.01, warmup_steps=1)
-    g = torch.Generator().manual_seed(1)
-    o = torch.tensor([0.0, 0.0, -3.0]) + 0.6 * torch.randn(256, 3, generator=g)
-    d = torch.nn.functional.normalize(torch.tensor([0.0, 0.0, 1.0]) + 0.2 * torch.randn(256, 3, generator=g), dim=-1)
-    rays, bg = Rays(o, d), torch.tensor([1.0, 1.0, 1.0])
+    grid, rays, bg = _setup(plain, 256, 1)
     with torch.no_grad():
         ref = render_rays(plain, grid, rays, bg, 0.01, 0.5, 6.0, alpha_thre=alpha_thre)
         want = render_rays_passes(plain, grid, rays, bg, 0.01, 0.5, 6.0, alpha_thre=alpha_thre)
