@@ -2,7 +2,7 @@
 
 Protocol (the verb's defaults, see fieldforge/apps/bench_signals.py): camera, astronaut and
 the synthetic wide-band image at 96^2 (train on the even 48^2 lattice, PSNR on the other
-pixels), occupancy of the Spot mesh from ../shared/data/meshes (8192 points; skipped when
+pixels), occupancy of the Spot mesh from $FIELDFORGE_DATA/meshes (8192 points; skipped when
 absent), 200 full-batch Adam steps, 3 x 128 ReLU MLP after each encoding, FreSh over
 sigma in {1, 2, 4, 8, 16} against training all of them, RBF grid vs Fourier MLP at equal wall
 time, seed 0, one torch thread. Writes benchmarks/results/signals.json.

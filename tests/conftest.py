@@ -1,13 +1,15 @@
-"""Shared test helpers. Real data is read in place from ../shared/data and skipped when absent."""
+"""Shared test helpers. Real data is read in place from ``FIELDFORGE_DATA`` (default, in the
+tests only: ../shared/data beside the repository) and skipped when absent."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.setdefault("FIELDFORGE_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
 
 
 def shared_path(name: str) -> Path:

@@ -52,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate for g")
     p.add_argument("--max-regions", type=int, default=200_000, help="region limit per chunk of pixels")
     p.add_argument("--alpha", default="fit", help="'fit' (per pixel, from the training share) or a number")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest on a shared 2-core CPU)")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (small-tensor loops: 1 is often fastest)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("integrate.json"), help="JSON table to write")
     p.add_argument("--png", type=Path, default=None, help="side-by-side PNG: reference | MC | CV")

@@ -236,7 +236,9 @@ def _step_case(method_name: str, data: str | None, downscale: int, warmup: int) 
     from fieldforge.apps.methods import get_method
     from fieldforge.scenes import load
 
-    scene = load(data or Path(__file__).resolve().parents[2] / "assets" / "default-scene", downscale=downscale)
+    from fieldforge.apps.run import default_scene_path
+
+    scene = load(data or default_scene_path(), downscale=downscale)
     cls = get_method(method_name)
     method = cls(cls.Config(), scene.split("train"), torch.device("cpu"))
     for step in range(warmup):

@@ -27,16 +27,16 @@ import json
 import shutil
 from pathlib import Path
 
-from fieldforge.apps.bench_runs import machine, parse_minutes, train_budget
+from fieldforge.apps.bench_runs import data_root, machine, parse_minutes, train_budget
 from fieldforge.apps.evaluate import evaluate
 from fieldforge.apps.run import RunDir
 from fieldforge.errors import FieldforgeError
 
-DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "nerf-synthetic-lego-200"
+DEFAULT_SCENE = "nerf-synthetic-lego-200"  # in FIELDFORGE_DATA, when --data is not given
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="dataset folder (default: ../shared lego 200 px)")
+    p.add_argument("--data", default=None, help=f"dataset folder (default: $FIELDFORGE_DATA/{DEFAULT_SCENE})")
     p.add_argument("--methods", default="nerf,ngp,kilonerf,rbf,cam", help="comma-separated method names")
     p.add_argument("--distill", default="kilonerf", help="methods trained by distillation from --teacher")
     p.add_argument("--teacher", default="nerf", help="teacher: a method benchmarked earlier, or a run directory")
@@ -98,6 +98,10 @@ def _teacher_run(teacher: str, methods: list[str], distilled: set[str], runs: Pa
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.data is None:
+        if data_root() is None:
+            raise FieldforgeError(f"pass --data, or set FIELDFORGE_DATA to the folder holding {DEFAULT_SCENE}")
+        args.data = str(data_root() / DEFAULT_SCENE)
     if not Path(args.data).exists():
         raise FieldforgeError(f"{args.data}: dataset not found (pass --data)")
     minutes = parse_minutes(args.minutes)

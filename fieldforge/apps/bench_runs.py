@@ -33,6 +33,12 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def data_root() -> Path | None:
+    """The folder holding the datasets the benchmarks default to (``FIELDFORGE_DATA``; None when unset)."""
+    value = os.environ.get("FIELDFORGE_DATA")
+    return Path(value) if value else None
+
+
 def machine(threads: int | None = None) -> dict:
     """CPU model, logical cores, RAM (GiB), torch version and the torch threads per run."""
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 if hasattr(os, "sysconf") else None

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fieldforge.apps.bench_runs import data_root
 from fieldforge.apps.metrics import psnr
 from fieldforge.encoders import (SAPE, FourierFeatures, FrequencyEncoding, HashGrid, ShiftedBasisEncoding, Siren,
                                  rbf_field)
@@ -49,7 +50,6 @@ from fieldforge.errors import DataError, FieldforgeError
 from fieldforge.fields.cam import CAMMLP
 from fieldforge.fields.resfields import ResFieldSiren
 
-MESHES = Path(__file__).resolve().parents[3] / "shared" / "data" / "meshes"
 BUILTIN_MESHES = {"spot": "common-3d-test-models/data/spot.zip-extracted/spot/spot_triangulated.obj",
                   "bunny": "libigl-tutorial-data/bunny.off"}
 DEFAULT_SIGNALS = ["camera", "astronaut", "wideband", "mesh:spot"]
@@ -178,7 +178,9 @@ def mesh_signal(spec: str, n_points: int, seed: int) -> Signal:
     import trimesh
 
     key = spec.split(":", 1)[1] if spec.startswith("mesh:") else spec
-    path = MESHES / BUILTIN_MESHES[key] if key in BUILTIN_MESHES else Path(key)
+    if key in BUILTIN_MESHES and data_root() is None:
+        raise DataError(Path(BUILTIN_MESHES[key]), "a built-in mesh needs FIELDFORGE_DATA (the folder holding meshes/)")
+    path = data_root() / "meshes" / BUILTIN_MESHES[key] if key in BUILTIN_MESHES else Path(key)
     if not path.is_file():
         raise DataError(path, "mesh file not found")
     try:
@@ -447,7 +449,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", type=int, default=3, help="MLP hidden layers")
     p.add_argument("--sigmas", default="1,2,4,8,16", help="FreSh candidates / sweep of the RFF sigma ('' = skip)")
     p.add_argument("--no-equal-time", action="store_true", help="skip the RBF-vs-Fourier equal-time row")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest on a shared 2-core CPU)")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (small-tensor loops: 1 is often fastest)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("signals.json"), help="JSON file to write")
 

@@ -37,8 +37,8 @@ class RegionLimitError(FieldforgeError):
 @contextlib.contextmanager
 def single_thread():
     """Run a block (or decorate a function) with one torch intra-op thread, restored after.
-    For loops of many small tensor ops (region cutting, small-batch training) this measured
-    10-50x faster than two threads on the shared 2-core CPU."""
+    Loops of many small tensor ops (region cutting, small-batch training) run faster on one
+    thread than on several, whose start-up costs more than the work split."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
