@@ -57,7 +57,7 @@ def test_method_trains_and_renders_each_time():
     assert m.field.trunk[1].capacity == 6  # one knot per distinct training time
     for step in range(4):
         assert torch.isfinite(torch.tensor(m.train_step(step)["loss"]))
-    cams = m.cameras
+    cams = m.train_cameras
     bg = torch.ones(3)
     r0, r1 = m.render(cams[0], bg), m.render(cams[[0]], bg)
     assert torch.equal(r0["rgb"], r1["rgb"])

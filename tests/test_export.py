@@ -62,7 +62,7 @@ def test_points_and_cameras(splat_run, tmp_path):
     np.testing.assert_allclose(pc.colors[:, :3].astype(float), rgb, atol=0.51)
     assert main(["export", str(splat_run), "--format", "cameras", "-o", str(tmp_path / "cams.json")]) == 0
     cams = load_path(tmp_path / "cams.json")
-    assert torch.allclose(cams.c2w, method.cameras.c2w, atol=1e-5) and torch.allclose(cams.K, method.cameras.K)
+    assert torch.allclose(cams.c2w, method.train_cameras.c2w, atol=1e-5) and torch.allclose(cams.K, method.train_cameras.K)
 
 
 def test_errors_are_one_line_and_keep_existing_files(splat_run, tmp_path, capsys):
@@ -241,7 +241,7 @@ def test_pointcloud_of_a_field_lies_on_the_ray_sphere_intersections(monkeypatch,
     out = tmp_path / "pc.ply"
     assert main(["export", "run", "--format", "pointcloud", "-o", str(out), "--num-views", "2"]) == 0
     pc = trimesh.load(out)
-    cams = sharp_sphere.cameras[[0, 5]]
+    cams = sharp_sphere.train_cameras[[0, 5]]
     hits = []
     for i in range(2):
         rays, t = ray_sphere(cams, i, RADIUS + 0.005)  # the density starts at radius + width / 2
@@ -304,7 +304,7 @@ def test_field_splat_ply_conversion_renders_like_the_field(monkeypatch, sharp_sp
     assert model.sh_degree == 0 and torch.equal(model.quats, torch.tensor([[1.0, 0, 0, 0]]).expand(len(model), 4))
 
     def masked_psnr(m, i):
-        cams, white = sharp_sphere.cameras, torch.ones(3)
+        cams, white = sharp_sphere.train_cameras, torch.ones(3)
         ref = sharp_sphere.render(cams[i], white)
         img, _, _ = render_gaussians(m, torch.linalg.inv(cams.c2w[i:i + 1]), cams.K[i:i + 1], 32, 32, backgrounds=white[None])
         mask = ref["opacity"][..., 0] > 0.5

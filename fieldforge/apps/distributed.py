@@ -151,11 +151,11 @@ def data_parallel(module: nn.Module) -> DistributedDataParallel:
 
 def replicate(method: nn.Module) -> None:
     """Make ``method`` train data-parallel on the current process group (no-op with one rank).
-    Methods opt in with ``distribute()``, ``rank_state() -> dict`` and ``load_rank_state(state)``
-    (``None``: this rank's fresh state)."""
+    Methods opt in with ``supports_distributed``, ``distribute()``, ``rank_state() -> dict`` and
+    ``load_rank_state(state)`` (``None``: this rank's fresh state)."""
     if world_size() == 1:
         return
-    if not hasattr(method, "distribute"):
+    if not method.supports_distributed:
         raise FieldforgeError(
             f"method {method.name!r} cannot train on several processes (--nproc / torchrun): its densification "
             "adds and removes parameters, which DistributedDataParallel does not support; use one process")

@@ -29,12 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from fieldforge.apps.export_mesh import clean_mesh, extract_mesh, rgba8
-from fieldforge.apps.export_points import (gaussians_of, pick_views, points_to_gaussians, render_points,
+from fieldforge.apps.export_points import (pick_views, points_to_gaussians, render_points,
                                            subsample)
 from fieldforge.apps.files import refuse_existing, staged
 from fieldforge.apps.run import load_run
 from fieldforge.errors import FieldforgeError
-from fieldforge.fields.base import Field
 from fieldforge.fields.gaussians import SH_C0
 
 
@@ -66,14 +65,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _splat_model(method, run: str):
-    model = gaussians_of(method)
+    model = method.gaussians
     if model is None:
         raise FieldforgeError(f"{run}: method {method.name!r} has no Gaussians (points needs a splat run)")
     return model
 
 
 def _rendered_points(method, args: argparse.Namespace) -> dict:
-    cams = method.cameras.to("cpu")
+    cams = method.train_cameras.to("cpu")
     cams = cams[pick_views(len(cams), args.num_views).tolist()].scaled(1.0 / args.downscale)
     points = subsample(render_points(method, cams), args.max_points)
     if not len(points["xyz"]):
@@ -82,8 +81,8 @@ def _rendered_points(method, args: argparse.Namespace) -> dict:
 
 
 def _mesh(method, args: argparse.Namespace, tmp: Path) -> str:
-    field = getattr(method, "field", None)
-    if not isinstance(field, Field):
+    field = method.radiance_field
+    if field is None:
         raise FieldforgeError(f"{args.run}: method {method.name!r} has no density field to mesh "
                               "(export pointcloud or splat-ply instead)")
     mesh = extract_mesh(field, args.resolution, args.threshold, args.time)
@@ -105,7 +104,7 @@ def _pointcloud(method, args: argparse.Namespace, tmp: Path) -> str:
 def _splat_ply(method, args: argparse.Namespace, tmp: Path) -> str:
     from fieldforge.fields import splat_ply
 
-    model = gaussians_of(method)
+    model = method.gaussians
     if model is not None:
         return f"{splat_ply.write(tmp, model)} Gaussians"
     n = splat_ply.write(tmp, points_to_gaussians(_rendered_points(method, args)))
@@ -126,7 +125,7 @@ def _points(method, args: argparse.Namespace, tmp: Path) -> str:
 def _cameras(method, args: argparse.Namespace, tmp: Path) -> str:
     from fieldforge.scenes.paths import save_path
 
-    cams = method.cameras.to("cpu")
+    cams = method.train_cameras.to("cpu")
     save_path(tmp, cams)
     return f"{len(cams)} cameras"
 

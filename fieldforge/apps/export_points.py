@@ -28,12 +28,6 @@ from fieldforge.scenes.rays import camera_rays
 from fieldforge.scenes import Cameras
 
 
-def gaussians_of(method) -> GaussianModel | None:
-    """The method's Gaussians if it is rendered by the rasterizer, else None."""
-    model = getattr(method, "model", None)
-    return model if isinstance(model, GaussianModel) else None
-
-
 def unproject(cameras: Cameras, i: int, depth: Tensor, z_depth: bool) -> Tensor:
     """World points [H*W, 3] of camera ``i``'s pixels (row-major) at ``depth`` [H, W, 1]:
     camera-space z when ``z_depth``, else distance along the unit ray."""
@@ -55,7 +49,7 @@ def pick_views(n: int, num_views: int | None) -> Tensor:
 def render_points(method, cameras: Cameras, min_opacity: float = 0.5) -> dict[str, Tensor]:
     """Unprojected pixels of every camera: "xyz" [P, 3] world, "rgb" [P, 3] in [0, 1],
     "opacity" [P], "footprint" [P] (world size of one pixel at that depth)."""
-    z_depth = method.depth == "z"
+    z_depth = method.depth_kind == "z"
     black = torch.zeros(3)
     parts: dict[str, list[Tensor]] = {"xyz": [], "rgb": [], "opacity": [], "footprint": []}
     for i in range(len(cameras)):

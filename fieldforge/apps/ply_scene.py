@@ -44,11 +44,15 @@ class PlyMethod(Method):
     """Renders a :class:`GaussianModel` read from a .ply (no training)."""
 
     name = "3dgs-ply"
-    depth = "z"
+    depth_kind = "z"
 
     def __init__(self, model: GaussianModel, device: torch.device):
         super().__init__(None, None, device)
         self.model = model.to(device)
+
+    @property
+    def gaussians(self) -> GaussianModel:
+        return self.model
 
     @torch.no_grad()
     def render(self, cameras: Cameras, background: Tensor) -> dict[str, Tensor]:

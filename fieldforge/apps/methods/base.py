@@ -9,7 +9,7 @@ A method owns its model(s), optimisers and schedulers. The trainer only calls:
   "rays" (rays or pixels processed, for rays/s) and anything else worth logging;
 - ``render(cameras, background) -> dict``: render camera 0 of ``cameras`` at its size;
   returns "rgb" [H, W, 3], "depth" [H, W, 1], "opacity" [H, W, 1] and any extra channels;
-  ``depth`` (class attribute) says what "depth" is: "ray" = distance along the unit ray
+  ``depth_kind`` (class attribute) says what "depth" is: "ray" = distance along the unit ray
   (ray marchers), "z" = camera-space z (rasterizers);
 - ``state_dict()`` / ``load_state_dict()``: everything needed to continue training exactly
   (model, optimisers, schedulers, method RNG). Tensors, numbers, strings, lists and dicts
@@ -20,8 +20,12 @@ stays available as ``recipe``; :meth:`Method.plan` makes the schedules span a lo
 ``config`` becomes :func:`~fieldforge.apps.plan.planned` of the recipe, and :meth:`on_plan` updates
 anything built from it). ``config.seed`` seeds the method's own generators.
 
-Optional, for ``train --nproc`` (:mod:`fieldforge.apps.distributed`): ``distribute()`` switches
-the method to data-parallel (methods without it are refused), ``rank_state()`` /
+What callers may read of any method (declared here, overridden by the methods that have them):
+``train_cameras`` (the training scene's cameras on the method's device), ``radiance_field``
+(the :class:`~fieldforge.fields.base.Field` it renders, or None), ``gaussians`` (its
+:class:`~fieldforge.fields.gaussians.GaussianModel`, or None), ``depth_kind`` and
+``supports_distributed``: with it, ``train --nproc`` (:mod:`fieldforge.apps.distributed`) calls
+``distribute()`` to switch the method to data-parallel, and ``rank_state()`` /
 ``load_rank_state()`` save and restore a rank's own state (its ray generator).
 
 Adding a method: subclass, set ``name`` and ``Config``, and decorate with :func:`register`.
@@ -37,6 +41,8 @@ from torch import Tensor, nn
 
 from fieldforge.apps.plan import planned
 from fieldforge.errors import FieldforgeError
+from fieldforge.fields.base import Field
+from fieldforge.fields.gaussians import GaussianModel
 from fieldforge.scenes import Cameras, Scene
 
 METHODS: dict[str, type["Method"]] = {}
@@ -54,12 +60,24 @@ class MethodConfig:
 class Method(nn.Module):
     name: ClassVar[str] = ""
     Config: ClassVar[type] = MethodConfig
-    depth: ClassVar[str] = "ray"
+    depth_kind: ClassVar[str] = "ray"  # "ray": distance along the unit ray; "z": camera-space z
+    supports_distributed: ClassVar[bool] = False
 
-    def __init__(self, config: Any, scene: Scene, device: torch.device):
+    def __init__(self, config: Any, scene: Scene | None, device: torch.device):
         super().__init__()
         self.config = self.recipe = config
         self.device = device
+        self.train_cameras: Cameras | None = None if scene is None else scene.cameras.to(device)
+
+    @property
+    def radiance_field(self) -> Field | None:
+        """The field this method renders by ray marching (None for other methods)."""
+        return None
+
+    @property
+    def gaussians(self) -> GaussianModel | None:
+        """The Gaussians this method rasterizes (None for other methods)."""
+        return None
 
     def plan(self, horizon: int) -> None:
         """Follow a plan of ``horizon`` steps: the recipe's phases are rescaled to it, and its

@@ -76,6 +76,11 @@ class RadianceMethod(Method):
 
     Config = RadianceConfig
     supports_unbounded: ClassVar[bool] = False  # the field can contract space (``make_field`` reads self.unbounded)
+    supports_distributed = True
+
+    @property
+    def radiance_field(self) -> Field:
+        return self.field
 
     def make_field(self, aabb: Tensor) -> Field:
         raise NotImplementedError
@@ -107,7 +112,6 @@ class RadianceMethod(Method):
         self.step_size = float((aabb[1] - aabb[0]).norm()) / config.steps_per_diagonal
         self.near, self.far = float(scene.near), float(scene.far)
         self.scene_bg = background_rgb(scene.background).to(device)
-        self.cameras = scene.cameras.to(device)
         # all training pixels, flat, with per-image offsets (images may differ in size)
         sizes = torch.tensor([im.shape[0] * im.shape[1] for im in scene.images])
         self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)]).to(device)
@@ -162,7 +166,7 @@ class RadianceMethod(Method):
         u = (local % w).float() + 0.5
         v = torch.div(local, w, rounding_mode="floor").float() + 0.5
         px = self.pixels[idx].float() / 255.0
-        return pixel_rays(self.cameras, cam, u, v), px
+        return pixel_rays(self.train_cameras, cam, u, v), px
 
     def _train_background(self, n: int) -> Tensor:
         mode = self.config.train_background

@@ -77,7 +77,7 @@ def scene_scale(cameras: Cameras) -> float:
 class SplatMethod(Method):
     name = "splat"
     Config = SplatConfig
-    depth = "z"
+    depth_kind = "z"
     #: automatic sizes (``init_num_points`` / ``cap_max`` = 0): Gaussians per pixel of a training image, and a ceiling
     init_per_pixel, init_ceiling = 2.5, 100_000
     cap_per_pixel, cap_ceiling = 25.0, 1_000_000
@@ -86,7 +86,6 @@ class SplatMethod(Method):
         super().__init__(config, scene, device)
         if config.init not in ("auto", "points", "random"):
             raise FieldforgeError(f"splat: init must be auto, points or random, got {config.init!r}")
-        self.cameras = scene.cameras.to(device)
         self.background = background_rgb(scene.background).to(device)
         self.images = [(img.float() / 255.0).to(device) for img in scene.images]  # [H, W, 3|4]
         self.scene_scale = scene_scale(scene.cameras)
@@ -100,6 +99,10 @@ class SplatMethod(Method):
         self.on_plan()
         self.strategy_state = self.strategy.init_state(len(self.model))
         self._build_optimizers()
+
+    @property
+    def gaussians(self) -> GaussianModel:
+        return self.model
 
     def on_plan(self) -> None:
         """The densification strategy with the (planned) config's schedule."""
@@ -168,14 +171,14 @@ class SplatMethod(Method):
     def train_step(self, step: int) -> dict[str, float]:
         cfg = self.config
         i = self._next_image()
-        viewmat, K, W, H = self._viewmat(self.cameras, i)
+        viewmat, K, W, H = self._viewmat(self.train_cameras, i)
         bg = torch.rand(3, generator=self.generator).to(self.device) if cfg.random_background else self.background
         gt = self.images[i]
         if gt.shape[-1] == 4:  # straight alpha: composite onto this step's background
             gt = gt[..., :3] * gt[..., 3:] + bg * (1 - gt[..., 3:])
         degree = min(step // cfg.sh_degree_interval, cfg.sh_degree)
         img, alpha, meta = render_gaussians(self.model, viewmat, K, W, H, sh_degree=degree, backgrounds=bg[None],
-                                             tile_size=cfg.tile_size or None, geometry=self._geometry(self.cameras, i, step))
+                                             tile_size=cfg.tile_size or None, geometry=self._geometry(self.train_cameras, i, step))
         meta["means2d"].retain_grad()
         meta["n_cameras"] = 1
         loss = self._loss(img[0], gt, step)

@@ -78,8 +78,8 @@ class Teacher:
             method, _, _ = load_run(run, device)
         except FieldforgeError as e:
             raise FieldforgeError(f"teacher {run}: {e}") from None
-        field = getattr(method, "field", None)
-        if not isinstance(field, Field):
+        field = method.radiance_field
+        if field is None:
             raise FieldforgeError(f"teacher {run}: a {method.name!r} run has no field to distil from; "
                                   "use a field method's run (nerf, ngp, kilonerf, rbf, cam)")
         return cls(field, str(run))
