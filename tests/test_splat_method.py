@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 
+import pytest
 import torch
 
 from fieldforge.apps.methods.splat import SplatConfig, SplatMethod
@@ -144,3 +145,15 @@ def test_seed_points_of_a_real_capture_get_a_background_sphere():
     synthetic = dc.replace(scene, points=seeds)  # RGBA images (an object on a background): no backdrop
     assert len(SplatMethod(SplatConfig(), synthetic, CPU).model) == 50
     assert len(SplatMethod(SplatConfig(background_points=7), real, CPU).model) == 57
+
+
+def test_strategy_hooks_check_optimizers_and_keep_the_screen_space_gradient():
+    model, opts = _model_with_adam(3)
+    strat = DefaultStrategy()
+    strat.check_sanity(model, opts)
+    with pytest.raises(ValueError, match="no optimizer for parameter.*opacities"):
+        strat.check_sanity(model, {k: v for k, v in opts.items() if k != "opacities"})
+    means2d = torch.zeros(3, 2, requires_grad=True) * 2.0  # a non-leaf, as the rasterizer's
+    strat.step_pre_backward(model, opts, strat.init_state(3), 0, {"means2d": means2d})
+    means2d.sum().backward()
+    assert torch.equal(means2d.grad, torch.ones(3, 2))

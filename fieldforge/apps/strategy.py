@@ -8,42 +8,54 @@ after the first reset, max scale > prune_scale3d x scene_scale; every ``reset_ev
 opacities to <= 2 prune_opa. ``cap_max`` bounds the number of Gaussians (the highest-gradient
 candidates win). Adam moments are sliced for kept Gaussians and zeroed for new ones.
 
-Interface: ``init_state(n) -> dict``; ``step_post_backward(model, optimizers, state, step, info,
-scene_scale, generator)``, with ``info`` the rasterizer ``meta`` after backward (``means2d``
-must have had ``retain_grad()``) plus ``n_cameras``.
+Interface (:class:`Strategy`): ``init_state(n) -> dict``, ``check_sanity(model, optimizers)``,
+``step_pre_backward(model, optimizers, state, step, info)`` and ``step_post_backward(model,
+optimizers, state, step, info, scene_scale, generator)``, with ``info`` the rasterizer ``meta``
+plus ``n_cameras``. Parameter surgery (replacing parameters together with their Adam moments)
+is :mod:`fieldforge.apps.surgery`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from fieldforge.apps.surgery import edit_params
 from fieldforge.fields.gaussians import GaussianModel
 from fieldforge.render.raster_project import quat_to_rotmat
 
 
-def edit_params(model: GaussianModel, optimizers: dict[str, torch.optim.Optimizer],
-                param_fn: Callable[[str, Tensor], Tensor], state_fn: Callable[[Tensor], Tensor]) -> None:
-    """Replace every parameter by ``param_fn(name, p)`` and each per-Gaussian optimizer state
-    tensor (Adam moments) by ``state_fn(v)``, keeping optimizer and model in step. The model's
-    non-learned per-Gaussian buffers (``model.PER_GAUSSIAN``) go through ``param_fn`` too."""
-    for name in model.PER_GAUSSIAN:
-        setattr(model, name, param_fn(name, getattr(model, name)))
-    for name, p in model.params().items():
-        new = nn.Parameter(param_fn(name, p.detach()))
-        opt = optimizers[name]
-        state = opt.state.pop(p, {})
-        opt.state[new] = {k: (state_fn(v) if torch.is_tensor(v) and v.ndim > 0 else v) for k, v in state.items()}
-        opt.param_groups[0]["params"] = [new]
-        setattr(model, name, new)
+class Strategy:
+    """Base of the densification strategies (the shape of gsplat's ``Strategy``). The method
+    calls :meth:`check_sanity` once after building its optimisers, :meth:`step_pre_backward`
+    after rendering and before ``loss.backward()``, and :meth:`step_post_backward` after the
+    optimiser step; ``state`` is the strategy's running statistics (:meth:`init_state`)."""
+
+    def init_state(self, n: int) -> dict[str, Tensor]:
+        """Statistics for ``n`` Gaussians."""
+        return {}
+
+    def check_sanity(self, model: GaussianModel, optimizers: dict[str, torch.optim.Optimizer]) -> None:
+        """Every learned per-Gaussian parameter needs its own optimiser (surgery edits both)."""
+        missing = sorted(set(model.params()) - set(optimizers))
+        if missing:
+            raise ValueError(f"{type(self).__name__}: no optimizer for parameter(s) {', '.join(missing)}")
+
+    def step_pre_backward(self, model: GaussianModel, optimizers: dict, state: dict, step: int, info: dict) -> None:
+        """Before the backward pass: keep the screen-space means' gradient (``info["means2d"]``)."""
+        info["means2d"].retain_grad()
+
+    def step_post_backward(self, model: GaussianModel, optimizers: dict, state: dict, step: int, info: dict,
+                           scene_scale: float, generator: torch.Generator | None = None) -> dict[str, int]:
+        """After the optimiser step: refine ``model``; returns counts of what was done."""
+        raise NotImplementedError
 
 
 @dataclass
-class DefaultStrategy:
+class DefaultStrategy(Strategy):
     prune_opa: float = 0.005
     grow_grad2d: float = 2e-4
     grow_scale3d: float = 0.01

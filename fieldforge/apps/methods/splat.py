@@ -32,7 +32,7 @@ from torch import Tensor
 
 from fieldforge.apps.losses import splat_loss
 from fieldforge.apps.methods.base import Method, MethodConfig, register
-from fieldforge.apps.strategy import DefaultStrategy
+from fieldforge.apps.strategy import DefaultStrategy, Strategy
 from fieldforge.errors import FieldforgeError
 from fieldforge.fields.gaussians import PARAM_NAMES, GaussianModel
 from fieldforge.render.rasterize import render_gaussians
@@ -107,7 +107,7 @@ class SplatMethod(Method):
     def on_plan(self) -> None:
         """The densification strategy with the (planned) config's schedule."""
         c = self.config
-        self.strategy = DefaultStrategy(
+        self.strategy: Strategy = DefaultStrategy(
             prune_opa=c.prune_opa, grow_grad2d=c.grow_grad2d, refine_start_iter=c.refine_start_iter,
             refine_stop_iter=c.refine_stop_iter, refine_every=c.refine_every, reset_every=c.reset_every,
             cap_max=self.cap_max)
@@ -156,6 +156,7 @@ class SplatMethod(Method):
         lrs = self._lrs()
         self.optimizers = {name: torch.optim.Adam([p], lr=lrs[name], eps=1e-15)
                            for name, p in self.model.params().items()}
+        self.strategy.check_sanity(self.model, self.optimizers)
 
     def _viewmat(self, cameras: Cameras, i: int) -> tuple[Tensor, Tensor, int, int]:
         return (torch.linalg.inv(cameras.c2w[i])[None], cameras.K[i][None],
@@ -179,8 +180,8 @@ class SplatMethod(Method):
         degree = min(step // cfg.sh_degree_interval, cfg.sh_degree)
         img, alpha, meta = render_gaussians(self.model, viewmat, K, W, H, sh_degree=degree, backgrounds=bg[None],
                                              tile_size=cfg.tile_size or None, geometry=self._geometry(self.train_cameras, i, step))
-        meta["means2d"].retain_grad()
         meta["n_cameras"] = 1
+        self.strategy.step_pre_backward(self.model, self.optimizers, self.strategy_state, step, meta)
         loss = self._loss(img[0], gt, step)
         loss.backward()
         self._step_optimizers(step)
