@@ -291,3 +291,12 @@ def test_a_taken_port_is_an_error_and_port_0_picks_a_free_one():
         with pytest.raises(FieldforgeError, match=f"--port {taken}: cannot listen on 127.0.0.1"):
             claim_port("127.0.0.1", taken)
     assert claim_port("127.0.0.1", 0) > 0
+
+
+def test_a_dataset_larger_than_the_memory_is_refused_before_decoding(tmp_path, monkeypatch):
+    from fieldforge import limits
+
+    root = blender(tmp_path / "bl")
+    monkeypatch.setattr(limits, "available_memory", lambda: 100)  # bytes
+    with pytest.raises(DataError, match=r"4 images decoded needs about 0.0 GiB, more than the 0.0 GiB available"):
+        load(root)

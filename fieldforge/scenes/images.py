@@ -22,7 +22,7 @@ from PIL import Image, ImageOps
 from torch import Tensor
 
 from fieldforge.errors import DataError
-from fieldforge.limits import MAX_PIXELS
+from fieldforge.limits import MAX_PIXELS, check_memory
 
 
 _KEPT_MODES = ("L", "LA", "RGB", "RGBA", "I;16", "I;16B", "I;16L", "1")
@@ -91,9 +91,24 @@ def _parallel(fn, items: Sequence, workers: int | None) -> list:
         return list(pool.map(fn, items))
 
 
+def _header_pixels(path: Path) -> int:
+    """Pixels an image's header declares (0 when it cannot be read: :func:`read_image` says why)."""
+    try:
+        with Image.open(path) as im:
+            return im.size[0] * im.size[1]
+    except Exception:  # noqa: BLE001 - the read that follows names the problem
+        return 0
+
+
 def read_images(paths: Sequence[str | Path], workers: int | None = None) -> list[Tensor]:
-    """Read many images concurrently (threads); same layout rules as :func:`read_image`."""
-    return _parallel(read_image, [Path(p) for p in paths], workers)
+    """Read many images concurrently (threads); same layout rules as :func:`read_image`. The
+    memory they take decoded (4 bytes a pixel, from their headers) is checked against the
+    available memory first."""
+    paths = [Path(p) for p in paths]
+    if paths:
+        check_memory(4 * sum(_parallel(_header_pixels, paths, workers)), f"{len(paths)} images decoded",
+                     paths[0].parent)
+    return _parallel(read_image, paths, workers)
 
 
 def read_masks(paths: Sequence[str | Path], workers: int | None = None) -> list[Tensor]:
