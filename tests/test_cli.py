@@ -14,7 +14,7 @@ from fieldforge.apps import cli
 def test_help_and_headless_training_do_not_import_the_viewer_or_optional_libraries():
     code = ("import sys; from fieldforge.apps.cli import build_parser; build_parser(); "
             "import fieldforge.apps.train; "
-            "print(sorted(m for m in ('viser', 'open3d', 'pycolmap', 'numba') if m in sys.modules))")
+            "print(sorted(m for m in ('viser', 'open3d', 'pycolmap', 'numba', 'scipy', 'skimage') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

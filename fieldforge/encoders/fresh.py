@@ -18,7 +18,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import wasserstein_distance
 from torch import Tensor, nn
 
 
@@ -43,6 +42,8 @@ def image_spectrum(y: Tensor, size: int = 64) -> Tensor:
 def spectrum_distance(a: Tensor, b: Tensor) -> float:
     """Wasserstein-1 distance between two spectra as weights on {0, ..., S-1}."""
     support = np.arange(a.shape[0])
+    from scipy.stats import wasserstein_distance  # scipy.stats takes 0.2 s to import: only when used
+
     return float(wasserstein_distance(support, support, a.cpu().numpy(), b.cpu().numpy()))
 
 

@@ -18,7 +18,6 @@ constant (c_k on the piece) and the result is sum_k w_k c_k.
 from __future__ import annotations
 
 import numpy as np
-import scipy.special
 import torch
 from torch import Tensor
 
@@ -34,6 +33,8 @@ class _Dawson(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:
+        import scipy.special  # 0.2 s to import: only when used
+
         y = torch.from_numpy(scipy.special.dawsn(x.detach().cpu().double().numpy())).to(x)
         ctx.save_for_backward(x, y)
         return y

@@ -37,7 +37,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.spatial.transform import Rotation, Slerp
 from torch import Tensor
 
 from fieldforge.errors import DataError
@@ -301,6 +300,8 @@ def load_path(json_file: str | Path, n_frames: int | None = None) -> Cameras:
 
     def lerp(v: np.ndarray) -> np.ndarray:
         return v[seg] * (1 - w) + v[nxt] * w
+
+    from scipy.spatial.transform import Rotation, Slerp  # 0.25 s to import: only when a path is read
 
     if n_key > 1:
         rots = Slerp(np.arange(n_key), Rotation.from_matrix(poses[:, :3, :3]))(u).as_matrix()
