@@ -23,3 +23,17 @@ def test_a_verb_that_fails_to_import_fails_loudly(monkeypatch):
     monkeypatch.setitem(cli.VERBS, "broken", ("fieldforge.apps.no_such_verb", "a verb whose module is missing"))
     with pytest.raises(ModuleNotFoundError, match="fieldforge.apps.no_such_verb"):
         cli.build_parser()
+
+
+def test_the_registry_table_resolves_every_method_and_refuses_others(monkeypatch):
+    from fieldforge.apps.methods import registry
+    from fieldforge.errors import FieldforgeError
+
+    for name in registry.BUILTIN:
+        assert registry.get_method(name).name == name
+    assert "resfields-nerf" in registry.field_methods() and "splat" not in registry.field_methods()
+    with pytest.raises(FieldforgeError, match="unknown method 'nope'; available: cam, dynamic-splat"):
+        registry.get_method("nope")
+    monkeypatch.setattr(registry, "_plugins", {"mine": "fieldforge.apps.methods.radiance:NGPMethod"})
+    with pytest.raises(FieldforgeError, match="is not a Method named 'mine'"):
+        registry.get_method("mine")

@@ -20,7 +20,7 @@ from fieldforge.errors import FieldforgeError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("teacher", help="run directory of a trained field (nerf, ngp, kilonerf, rbf, cam)")
+    p.add_argument("teacher", help="run directory of a trained field method (a ray-marched one, e.g. ngp or nerf)")
     p.add_argument("--method", default="kilonerf", help="student method (default: kilonerf)")
     p.add_argument("--out", "-o", required=True, help="run directory of the student")
     p.add_argument("--steps", type=int, default=None, help="total steps: distillation + fine-tuning")

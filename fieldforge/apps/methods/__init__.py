@@ -1,6 +1,6 @@
-"""Registered methods. Importing this package registers every built-in method."""
+"""Training methods and their registry (:mod:`fieldforge.apps.methods.registry`)."""
 
-from fieldforge.apps.methods import dynamic_splat, kilonerf, radiance, splat  # noqa: F401  (registers every method)
-from fieldforge.apps.methods.base import METHODS, Method, MethodConfig, get_method, register
+from fieldforge.apps.methods.base import Method, MethodConfig
+from fieldforge.apps.methods.registry import get_method, method_names
 
-__all__ = ["METHODS", "Method", "MethodConfig", "get_method", "register"]
+__all__ = ["Method", "MethodConfig", "get_method", "method_names"]

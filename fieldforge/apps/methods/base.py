@@ -28,7 +28,9 @@ What callers may read of any method (declared here, overridden by the methods th
 ``distribute()`` to switch the method to data-parallel, and ``rank_state()`` /
 ``load_rank_state()`` save and restore a rank's own state (its ray generator).
 
-Adding a method: subclass, set ``name`` and ``Config``, and decorate with :func:`register`.
+Adding a method: subclass, set ``name`` and ``Config``, and list it in
+:data:`fieldforge.apps.methods.registry.BUILTIN` (or another package's ``fieldforge.methods``
+entry point).
 """
 
 from __future__ import annotations
@@ -44,9 +46,6 @@ from fieldforge.errors import FieldforgeError
 from fieldforge.fields.base import Field
 from fieldforge.fields.gaussians import GaussianModel
 from fieldforge.scenes import Cameras, Scene
-
-METHODS: dict[str, type["Method"]] = {}
-
 
 @dataclasses.dataclass
 class MethodConfig:
@@ -100,18 +99,3 @@ class Method(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-
-def register(cls: type[Method]) -> type[Method]:
-    """Class decorator: make ``cls`` available as ``--method cls.name``."""
-    METHODS[cls.name] = cls
-    return cls
-
-
-def get_method(name: str) -> type[Method]:
-    from fieldforge.apps import methods  # noqa: F401  (imports every method module)
-
-    if name not in METHODS:
-        raise FieldforgeError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
-    return METHODS[name]
-

@@ -28,7 +28,6 @@ import torch
 from torch import Tensor
 
 from fieldforge.apps.losses import splat_loss
-from fieldforge.apps.methods.base import register
 from fieldforge.apps.methods.splat import SplatConfig, SplatMethod
 from fieldforge.apps.plan import phase
 from fieldforge.errors import FieldforgeError
@@ -53,7 +52,6 @@ class DynamicSplatConfig(SplatConfig):
     rotation: str = "reference"  # or "identity" (deviation: starts at the canonical rotation)
 
 
-@register
 class DynamicSplatMethod(SplatMethod):
     name = "dynamic-splat"
     Config = DynamicSplatConfig

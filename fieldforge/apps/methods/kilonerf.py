@@ -19,7 +19,6 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from fieldforge.apps.methods.base import register
 from fieldforge.apps.methods.radiance import RadianceConfig, RadianceMethod
 from fieldforge.errors import FieldforgeError
 from fieldforge.fields.base import Field
@@ -40,7 +39,6 @@ class KiloNeRFConfig(RadianceConfig):
     bounds: tuple[float, ...] = ()  # xmin ymin zmin xmax ymax zmax of the network grid; () = the scene's
 
 
-@register
 class KiloNeRFMethod(RadianceMethod):
     name = "kilonerf"
     Config = KiloNeRFConfig

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from fieldforge.apps import distributed
-from fieldforge.apps.methods.base import Method, MethodConfig, register
+from fieldforge.apps.methods.base import Method, MethodConfig
 from fieldforge.apps.methods.teacher import Teacher
 from fieldforge.apps.plan import phase
 from fieldforge.errors import FieldforgeError
@@ -271,7 +271,6 @@ class NGPConfig(RadianceConfig):
     hidden: int = 64
 
 
-@register
 class NGPMethod(RadianceMethod):
     name = "ngp"
     Config = NGPConfig
@@ -297,7 +296,6 @@ class NeRFConfig(RadianceConfig):
     target_samples: int = 2**15
 
 
-@register
 class NeRFMethod(RadianceMethod):
     name = "nerf"
     Config = NeRFConfig
@@ -321,7 +319,6 @@ class RBFConfig(RadianceConfig):
     sh_degree: int = 2
 
 
-@register
 class RBFMethod(RadianceMethod):
     """Gaussian RBF field (GNF-SH): hash-grid features decoded by one layer of Gaussian units."""
 
@@ -343,7 +340,6 @@ class CAMConfig(NeRFConfig):
     cam_norm: str = "none"
 
 
-@register
 class CAMMethod(NeRFMethod):
     """``nerf`` with coordinate-aware modulation of its view-dependent layer (fields/cam.py)."""
 
@@ -366,7 +362,6 @@ class ResFieldsNeRFConfig(NeRFConfig):
     capacity: int = 0  # time knots of the ResField layers; 0 = number of distinct training times
 
 
-@register
 class ResFieldsNeRFMethod(NeRFMethod):
     """Dynamic scenes: time-conditioned NeRF MLP whose layers after the first are ResField layers."""
 

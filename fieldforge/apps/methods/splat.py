@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from fieldforge.apps.losses import splat_loss
-from fieldforge.apps.methods.base import Method, MethodConfig, register
+from fieldforge.apps.methods.base import Method, MethodConfig
 from fieldforge.apps.strategy import DefaultStrategy, Strategy
 from fieldforge.errors import FieldforgeError
 from fieldforge.fields.gaussians import PARAM_NAMES, GaussianModel
@@ -73,7 +73,6 @@ def scene_scale(cameras: Cameras) -> float:
     return 1.1 * float((c - c.mean(0)).norm(dim=-1).max().clamp_min(1e-6))
 
 
-@register
 class SplatMethod(Method):
     name = "splat"
     Config = SplatConfig

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from fieldforge.apps.methods.registry import field_methods
 from fieldforge.errors import FieldforgeError
 from fieldforge.fields.base import Field
 from fieldforge.render.occupancy import OccupancyGrid
@@ -32,7 +33,7 @@ class Teacher:
         """Cheap validation before a run starts: the run, its config and checkpoint exist and
         its method is a field method. Raises a one-line :class:`FieldforgeError`."""
         from fieldforge.apps.config import TrainConfig, from_dict, read_config
-        from fieldforge.apps.methods.base import get_method
+        from fieldforge.apps.methods.registry import get_method
         from fieldforge.apps.methods.radiance import RadianceMethod
         from fieldforge.apps.run import RunDir
 
@@ -48,7 +49,7 @@ class Teacher:
             raise FieldforgeError(f"teacher {run}: {e}") from None
         if not issubclass(cls, RadianceMethod):
             raise FieldforgeError(f"teacher {run}: a {cls.name!r} run has no field to distil from; "
-                                  "use a field method's run (nerf, ngp, kilonerf, rbf, cam)")
+                                  f"use the run of a field method ({', '.join(field_methods())})")
 
     @staticmethod
     def occupied_bounds(run: str | Path) -> list[float]:
@@ -81,7 +82,7 @@ class Teacher:
         field = method.radiance_field
         if field is None:
             raise FieldforgeError(f"teacher {run}: a {method.name!r} run has no field to distil from; "
-                                  "use a field method's run (nerf, ngp, kilonerf, rbf, cam)")
+                                  f"use the run of a field method ({', '.join(field_methods())})")
         return cls(field, str(run))
 
     @torch.no_grad()
