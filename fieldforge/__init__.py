@@ -20,4 +20,13 @@ os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 from fieldforge.errors import FieldforgeError  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["FieldforgeError", "__version__"]
+__all__ = ["FieldforgeError", "Run", "__version__", "train"]
+
+
+def __getattr__(name: str):
+    """``fieldforge.train`` and ``fieldforge.Run`` (:mod:`fieldforge.apps.api`), imported on first use."""
+    if name in ("train", "Run"):
+        from fieldforge.apps import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'fieldforge' has no attribute {name!r}")

@@ -5,7 +5,6 @@ writes, and running per-run functions in fresh processes (locally or on Ray).
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import os
 import platform
@@ -17,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from fieldforge.apps import train as train_verb
 from fieldforge.apps.run import RunDir
 from fieldforge.errors import FieldforgeError
 
@@ -63,17 +61,14 @@ def train_budget(run_dir: Path, data: str, method: str, minutes: float | None = 
                  teacher: str | None = None) -> None:
     """Train ``run_dir`` with the ``train`` verb until ``minutes`` of training time or ``steps``
     total steps; a run with a checkpoint is resumed from it (its saved settings win)."""
-    argv = [data, "--method", method, "--out", str(run_dir), "--device", device, "--quiet"]
-    argv += ["--minutes", str(minutes)] if minutes is not None else []
-    argv += ["--steps", str(steps)] if steps is not None else []
+    from fieldforge.apps.api import train
+
+    common = dict(method=method, out=run_dir, minutes=minutes, steps=steps, device=device)
     if RunDir(run_dir).checkpoint.is_file():
-        argv += ["--resume"]
+        train(data, resume=True, **common)
     else:
-        argv += ["--downscale", str(downscale), *sum((["--set", o] for o in overrides), [])]
-        argv += ["--teacher", teacher] if teacher else []
-    parser = argparse.ArgumentParser()
-    train_verb.add_arguments(parser)
-    train_verb.run(parser.parse_args(argv))
+        sets = dict(o.split("=", 1) for o in overrides)
+        train(data, downscale=downscale, overrides=sets, teacher=teacher or None, **common)
 
 
 def reset_peak_memory(device: str) -> None:

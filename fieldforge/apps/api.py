@@ -1,0 +1,117 @@
+"""Library API: train, load, evaluate and render runs from Python.
+
+    import fieldforge
+
+    run = fieldforge.train("data/lego", method="splat", out="runs/lego", minutes=10)
+    print(run.evaluate(max_images=20)["psnr"])
+    image = run.render(run.scene.split("test").cameras[0])["rgb"]  # [H, W, 3] in [0, 1]
+
+:func:`train` is the ``fieldforge train`` verb with keyword arguments: the same validation, run
+folder, lock, plan, checkpoints and one-line errors (:class:`~fieldforge.errors.FieldforgeError`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from fieldforge.apps.run import RunDir, is_run
+from fieldforge.errors import DataError
+from fieldforge.scenes import Cameras, Scene, background_rgb
+
+
+def _text(value: Any) -> str:
+    """A ``--set`` value as the config parser reads it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+@dataclass
+class Run:
+    """A trained run folder; :attr:`method`, :attr:`config` and :attr:`scene` load on first use."""
+
+    path: Path
+    device: str = "auto"
+    _loaded: tuple | None = field(default=None, repr=False)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto") -> "Run":
+        """The run at ``path``; a folder that is not a fieldforge run is refused."""
+        path = Path(path)
+        if not is_run(path):
+            raise DataError(path, "not a fieldforge run (no config.json written by fieldforge)")
+        return cls(path, device)
+
+    def _load(self) -> tuple:
+        if self._loaded is None:
+            from fieldforge.apps.run import load_run
+
+            self._loaded = load_run(self.path, self.device)
+        return self._loaded
+
+    @property
+    def method(self):
+        """The trained method, in eval mode."""
+        return self._load()[0]
+
+    @property
+    def config(self):
+        """The run's :class:`~fieldforge.apps.config.TrainConfig`."""
+        return self._load()[1]
+
+    @property
+    def scene(self) -> Scene:
+        """The scene the run trained on (every split)."""
+        return self._load()[2]
+
+    def evaluate(self, split: str = "test", max_images: int | None = None, write_images: bool = True) -> dict:
+        """``fieldforge eval``: metrics of ``split`` (written to ``RUN/eval/<split>``)."""
+        from fieldforge.apps.evaluate import evaluate
+
+        return evaluate(self.path, split, max_images, self.device, write_images)
+
+    @torch.no_grad()
+    def render(self, cameras: Cameras, background: Tensor | None = None) -> dict[str, Tensor]:
+        """Render camera 0 of ``cameras``: "rgb" [H, W, 3], "depth", "opacity" [H, W, 1], extras;
+        the background defaults to the scene's."""
+        method = self.method
+        bg = background_rgb(self.scene.background) if background is None else background
+        return method.render(cameras.to(method.device), bg.to(method.device))
+
+
+def train(data: str | Path | None = None, *, method: str | None = None, out: str | Path | None = None,
+          minutes: float | None = None, steps: int | None = None, seed: int | None = None,
+          downscale: int | None = None, overrides: dict[str, Any] | None = None, teacher: str | Path | None = None,
+          device: str = "auto", resume: bool = False, quiet: bool = True) -> Run:
+    """Train (or with ``resume`` continue) a run, as ``fieldforge train`` does, and return it.
+
+    ``data``: a dataset folder, photographs or a video (None: the bundled scene); ``method``
+    (default ngp); ``out`` (default ``runs/<method>``); ``minutes`` without ``steps`` plans the
+    schedules for that budget; ``overrides`` are method options (``--set key=value``).
+    """
+    from fieldforge.apps import train as train_verb
+
+    argv = [str(data)] if data is not None else []
+    for flag, value in (("--method", method), ("--out", out), ("--minutes", minutes), ("--steps", steps),
+                        ("--seed", seed), ("--downscale", downscale), ("--teacher", teacher), ("--device", device)):
+        if value is not None:
+            argv += [flag, str(value)]
+    for key, value in (overrides or {}).items():
+        argv += ["--set", f"{key}={_text(value)}"]
+    argv += ["--resume"] if resume else []
+    argv += ["--quiet"] if quiet else []
+    parser = argparse.ArgumentParser(prog="fieldforge.train")
+    train_verb.add_arguments(parser)
+    args = parser.parse_args(argv)
+    train_verb.run(args)
+    return Run(RunDir(Path(args.out)).root, device)
