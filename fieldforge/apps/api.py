@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from fieldforge.apps.run import RunDir, is_run
+from fieldforge.apps.run import is_run
 from fieldforge.errors import DataError
 from fieldforge.scenes import Cameras, Scene, background_rgb
 
@@ -42,6 +43,7 @@ class Run:
 
     path: Path
     device: str = "auto"
+    exit_code: int = 0  # of the training that made it: 0, or 128 + the signal that stopped it
     _loaded: tuple | None = field(default=None, repr=False)
 
     @classmethod
@@ -91,27 +93,32 @@ class Run:
 
 def train(data: str | Path | None = None, *, method: str | None = None, out: str | Path | None = None,
           minutes: float | None = None, steps: int | None = None, seed: int | None = None,
-          downscale: int | None = None, overrides: dict[str, Any] | None = None, teacher: str | Path | None = None,
-          device: str = "auto", resume: bool = False, quiet: bool = True) -> Run:
+          downscale: int | None = None, overrides: dict[str, Any] | Sequence[str] | None = None,
+          teacher: str | Path | None = None, format: str | None = None, device: str = "auto",
+          checkpoint_seconds: float | None = None, resume: bool = False, quiet: bool = True) -> Run:
     """Train (or with ``resume`` continue) a run, as ``fieldforge train`` does, and return it.
 
     ``data``: a dataset folder, photographs or a video (None: the bundled scene); ``method``
     (default ngp); ``out`` (default ``runs/<method>``); ``minutes`` without ``steps`` plans the
-    schedules for that budget; ``overrides`` are method options (``--set key=value``).
+    schedules for that budget; ``overrides`` are method options (``--set``): a dict, or
+    "key=value" strings as on the command line.
     """
     from fieldforge.apps import train as train_verb
 
     argv = [str(data)] if data is not None else []
     for flag, value in (("--method", method), ("--out", out), ("--minutes", minutes), ("--steps", steps),
-                        ("--seed", seed), ("--downscale", downscale), ("--teacher", teacher), ("--device", device)):
+                        ("--seed", seed), ("--downscale", downscale), ("--teacher", teacher), ("--format", format),
+                        ("--device", device), ("--checkpoint-seconds", checkpoint_seconds)):
         if value is not None:
             argv += [flag, str(value)]
-    for key, value in (overrides or {}).items():
-        argv += ["--set", f"{key}={_text(value)}"]
+    pairs = [f"{k}={_text(v)}" for k, v in overrides.items()] if isinstance(overrides, dict) else list(overrides or ())
+    for pair in pairs:
+        argv += ["--set", pair]
     argv += ["--resume"] if resume else []
     argv += ["--quiet"] if quiet else []
     parser = argparse.ArgumentParser(prog="fieldforge.train")
     train_verb.add_arguments(parser)
     args = parser.parse_args(argv)
-    train_verb.run(args)
-    return Run(RunDir(Path(args.out)).root, device)
+    run = Run(Path(args.out), device)
+    run.exit_code = train_verb.run(args)
+    return run

@@ -67,8 +67,7 @@ def train_budget(run_dir: Path, data: str, method: str, minutes: float | None = 
     if RunDir(run_dir).checkpoint.is_file():
         train(data, resume=True, **common)
     else:
-        sets = dict(o.split("=", 1) for o in overrides)
-        train(data, downscale=downscale, overrides=sets, teacher=teacher or None, **common)
+        train(data, downscale=downscale, overrides=overrides, teacher=teacher or None, **common)
 
 
 def reset_peak_memory(device: str) -> None:

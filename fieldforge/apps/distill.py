@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fieldforge.apps import train as train_verb
+from fieldforge.apps.api import train
 from fieldforge.apps.config import TrainConfig, from_dict, read_config
 from fieldforge.apps.methods.teacher import Teacher
 from fieldforge.apps.run import RunDir
@@ -43,11 +43,7 @@ def run(args: argparse.Namespace) -> int:
         if args.distill_steps < 1:
             raise FieldforgeError(f"--distill-steps must be >= 1, got {args.distill_steps}")
         overrides.append(f"distill_steps={args.distill_steps}")
-    parser = argparse.ArgumentParser()
-    train_verb.add_arguments(parser)
-    ns = parser.parse_args([])  # train's defaults for every option not set here
-    vars(ns).update(data=t_cfg.data, method=args.method, out=args.out, steps=args.steps, minutes=args.minutes,
-                    device=args.device, seed=args.seed, format=t_cfg.format, downscale=t_cfg.downscale,
-                    overrides=overrides, teacher=args.teacher, checkpoint_seconds=args.checkpoint_seconds,
-                    quiet=args.quiet)
-    return train_verb.run(ns)
+    return train(t_cfg.data, method=args.method, out=args.out, steps=args.steps, minutes=args.minutes,
+                 device=args.device, seed=args.seed, format=t_cfg.format, downscale=t_cfg.downscale,
+                 overrides=overrides, teacher=args.teacher, checkpoint_seconds=args.checkpoint_seconds,
+                 quiet=args.quiet).exit_code
