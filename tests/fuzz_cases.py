@@ -26,8 +26,8 @@ from fieldforge.apps.bench_runs import peak_memory_mb, reset_peak_memory, rss_mb
 from fieldforge.apps.config import TrainConfig, from_dict, read_config
 from fieldforge.errors import FieldforgeError
 from fieldforge.fields import splat_ply
-from fieldforge.scenes.paths import load_path
 from fieldforge.scenes import load
+from fieldforge.scenes.paths import load_path
 
 #: most memory a single check may add to the process (MiB)
 MEMORY_MB = 512

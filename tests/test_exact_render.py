@@ -13,8 +13,8 @@ from fieldforge.fields.pl_field import PLField
 from fieldforge.render.exact import exact_composite, render_rays_exact, transmittance_integral
 from fieldforge.render.marcher import render_rays
 from fieldforge.render.occupancy import OccupancyGrid
-from fieldforge.scenes.rays import Rays
 from fieldforge.render.volume import composite
+from fieldforge.scenes.rays import Rays
 
 
 @pytest.mark.parametrize("sigma0,slope,delta", [

@@ -26,9 +26,9 @@ from fieldforge.fields import splat_ply
 from fieldforge.fields.base import Field
 from fieldforge.fields.gaussians import SH_C0, rgb_to_sh0
 from fieldforge.render.rasterize import render_gaussians
+from fieldforge.scenes import Cameras
 from fieldforge.scenes.paths import load_path
 from fieldforge.scenes.rays import camera_rays
-from fieldforge.scenes import Cameras
 from tests.helpers import look_at_c2w, tiny_scene
 
 

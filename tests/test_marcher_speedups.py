@@ -8,8 +8,8 @@ import torch
 from fieldforge.fields.base import Field
 from fieldforge.render.marcher import render_rays
 from fieldforge.render.occupancy import OccupancyGrid
-from fieldforge.scenes.rays import Rays
 from fieldforge.render.volume import composite
+from fieldforge.scenes.rays import Rays
 
 
 class Slab(Field):

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from fieldforge.errors import DataError
-from fieldforge.scenes import paths
 from fieldforge.scenes import Cameras, Scene
+from fieldforge.scenes import paths
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "default-scene"
 

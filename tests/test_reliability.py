@@ -28,9 +28,9 @@ from fieldforge.apps.files import staged
 from fieldforge.apps.run import LOCK_NAME, RunDir
 from fieldforge.errors import DataError, FieldforgeError
 from fieldforge.limits import MAX_FRAMES, MAX_PIXELS
-from fieldforge.scenes.paths import load_path
 from fieldforge.scenes import load
 from fieldforge.scenes.images import read_image
+from fieldforge.scenes.paths import load_path
 from tests.test_scenes_colmap import CAMERAS, _scene, write_bin, write_images
 from tests.test_scenes_errors import blender, nerfstudio
 from tests.test_trainer import _method, _params
@@ -300,3 +300,8 @@ def test_a_dataset_larger_than_the_memory_is_refused_before_decoding(tmp_path, m
     monkeypatch.setattr(limits, "available_memory", lambda: 100)  # bytes
     with pytest.raises(DataError, match=r"4 images decoded needs about 0.0 GiB, more than the 0.0 GiB available"):
         load(root)
+
+
+def test_resume_of_a_bundled_scene_run_refuses_other_data(ngp_run, tmp_path, capsys):
+    code = main(["train", str(tmp_path), "-o", str(ngp_run), "--resume", "--steps", "9", "--quiet"])
+    _one_line_error(capsys, code, "--resume continues the run on its own data (the bundled scene)")

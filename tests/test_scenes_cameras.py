@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fieldforge.scenes.rays import pixel_rays
 from fieldforge.scenes.cameras import Cameras, distort, undistort
+from fieldforge.scenes.rays import pixel_rays
 
 OPENCV = [-0.28, 0.09, -0.015, 0.0, 1.2e-3, -8e-4]  # k1 k2 k3 k4 p1 p2 (a wide-angle lens)
 FISHEYE = [0.05, -0.01, 0.003, -0.0005, 0.0, 0.0]

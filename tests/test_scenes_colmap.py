@@ -13,9 +13,9 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from fieldforge.errors import DataError
-from fieldforge.scenes.rays import pixel_rays
 from fieldforge.scenes import load
 from fieldforge.scenes.loaders import detect_format
+from fieldforge.scenes.rays import pixel_rays
 
 MODEL_IDS = {"SIMPLE_PINHOLE": 0, "PINHOLE": 1, "SIMPLE_RADIAL": 2, "OPENCV": 4, "OPENCV_FISHEYE": 5,
              "FULL_OPENCV": 6, "FOV": 7}

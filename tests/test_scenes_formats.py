@@ -11,9 +11,9 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
-from fieldforge.scenes.rays import pixel_rays
 from fieldforge.scenes import load
 from fieldforge.scenes.loaders import detect_format
+from fieldforge.scenes.rays import pixel_rays
 
 
 def _pose(k: int) -> np.ndarray:

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from fieldforge.errors import DataError
-from fieldforge.scenes.rays import pixel_rays
 from fieldforge.scenes import load
 from fieldforge.scenes.loaders import detect_format
+from fieldforge.scenes.rays import pixel_rays
 from tests.conftest import shared_path
 
 LEGO_ANGLE = 0.6911112070083618

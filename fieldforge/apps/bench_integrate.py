@@ -32,8 +32,8 @@ from torch import Tensor
 from fieldforge.errors import FieldforgeError
 from fieldforge.fields.plmlp import PLMLP, integrate
 from fieldforge.render.control_variates import OnlineControlVariate, cv_estimate, mc_estimate, optimal_alpha
-from fieldforge.scenes.rays import camera_rays
 from fieldforge.scenes.cameras import Cameras
+from fieldforge.scenes.rays import camera_rays
 
 SPHERES = torch.tensor([[-0.6, 0.2, 0.35, 0.35], [0.45, -0.1, 0.5, 0.5], [0.1, 0.75, 0.2, 0.2]])  # centre, radius
 SPHERE_ALBEDO = torch.tensor([[0.8, 0.25, 0.2], [0.25, 0.7, 0.3], [0.2, 0.35, 0.85]])

@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 
 from fieldforge.fields.gaussians import GaussianModel, rgb_to_sh0
-from fieldforge.scenes.rays import camera_rays
 from fieldforge.scenes import Cameras
+from fieldforge.scenes.rays import camera_rays
 
 
 def unproject(cameras: Cameras, i: int, depth: Tensor, z_depth: bool) -> Tensor:

@@ -32,8 +32,8 @@ from fieldforge.errors import DataError, FieldforgeError
 from fieldforge.fields.gaussians import GaussianModel
 from fieldforge.fields.splat_ply import read
 from fieldforge.render.rasterize import render_gaussians
-from fieldforge.scenes.paths import look_at
 from fieldforge.scenes import Cameras, Scene
+from fieldforge.scenes.paths import look_at
 
 RING = 36
 RING_SIZE = 512

@@ -28,8 +28,8 @@ from fieldforge.apps.files import refuse_existing, staged
 from fieldforge.apps.video import FrameWriter, output_kind
 from fieldforge.errors import FieldforgeError
 from fieldforge.limits import MAX_FRAMES, check_image_size, check_memory
-from fieldforge.scenes import paths
 from fieldforge.scenes import Cameras, Scene, background_rgb
+from fieldforge.scenes import paths
 
 DEFAULT_FRAMES = 120
 

@@ -88,9 +88,10 @@ def _check_resume_flags(args: argparse.Namespace, cfg: TrainConfig, out: Path) -
         if value is not None and value != recorded:
             raise FieldforgeError(f"{out}: --resume continues the run as configured ({flag} {recorded}); "
                                   f"{flag} {value} would change it")
-    if args.data and Path(args.data).resolve() != Path(cfg.data).resolve() and \
-            Path(cfg.data).resolve() != (out / "data").resolve():
-        raise FieldforgeError(f"{out}: --resume continues the run on its own data ({cfg.data}), not {args.data}")
+    own = "the bundled scene" if cfg.data is None else cfg.data
+    if args.data and (cfg.data is None or Path(args.data).resolve() != Path(cfg.data).resolve() and
+                      Path(cfg.data).resolve() != (out / "data").resolve()):
+        raise FieldforgeError(f"{out}: --resume continues the run on its own data ({own}), not {args.data}")
     if args.overrides or getattr(args, "teacher", None):
         raise FieldforgeError(f"{out}: --set and --teacher cannot change a run being resumed; start a new run")
 

@@ -137,11 +137,9 @@ def train(method: Method, run: RunDir, cfg: TrainConfig, total_steps: int | None
     stopped = "steps"
     with run.log.open("a") if distributed.is_main() else open(os.devnull, "w") as log, stop_signals() as received:
         while total_steps is None or step < total_steps:
-            if distributed.agree(bool(received)):
-                stopped = signal.Signals(received[0]).name if received else "signal"
-                break
-            if distributed.agree(budget is not None and train_seconds >= budget):
-                stopped = "minutes"
+            stop = distributed.agree_int(1 if received else 2 if budget is not None and train_seconds >= budget else 0)
+            if stop:  # rank 0 decides, one broadcast: 1 = a signal arrived, 2 = the budget is spent
+                stopped = "minutes" if stop == 2 else signal.Signals(received[0]).name if received else "signal"
                 break
             t0 = clock()
             metrics = method.train_step(step)

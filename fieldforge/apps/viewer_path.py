@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from fieldforge.scenes.paths import save_path
 from fieldforge.scenes import Cameras
+from fieldforge.scenes.paths import save_path
 
 
 class Keyframes:

@@ -24,8 +24,8 @@ import viser
 from fieldforge.apps.methods.base import Method
 from fieldforge.apps.viewer_path import Keyframes
 from fieldforge.apps.viewer_render import display, image_channels, render_size, viser_cameras, viser_pose
-from fieldforge.scenes.paths import estimate_up, focus_point
 from fieldforge.scenes import Cameras, Scene, background_rgb
+from fieldforge.scenes.paths import estimate_up, focus_point
 
 REST_SECONDS = 0.3
 THUMBNAIL_HEIGHT = 48

@@ -33,9 +33,9 @@ from fieldforge.fields.base import Field
 from fieldforge.render.exact import exact_composite
 from fieldforge.render.far import far_samples, merge_packed
 from fieldforge.render.occupancy import OccupancyGrid
-from fieldforge.scenes.rays import Rays, camera_rays
 from fieldforge.render.volume import composite, exclusive_segment_cumsum
 from fieldforge.scenes.cameras import Cameras
+from fieldforge.scenes.rays import Rays, camera_rays
 
 
 def render_rays(

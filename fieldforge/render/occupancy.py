@@ -22,8 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from fieldforge import kernels
-from fieldforge.scenes.rays import Rays
 from fieldforge.render.volume import render_visibility_from_density
+from fieldforge.scenes.rays import Rays
 
 
 def ray_aabb_intersect(origins: Tensor, directions: Tensor, aabb: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fieldforge.scenes.cameras import Cameras, opengl_to_opencv
 from fieldforge.scenes.paths import look_at
 from fieldforge.scenes.rays import pixel_rays
-from fieldforge.scenes.cameras import Cameras, opengl_to_opencv
 
 CAMERA_ANGLE_X = 0.6911112070083618  # the Blender lego field of view, radians
 RADIUS = 4.0

@@ -40,8 +40,8 @@ from fieldforge.errors import FieldforgeError
 from fieldforge.fields.base import Field
 from fieldforge.render.marcher import render_camera, render_rays
 from fieldforge.render.occupancy import OccupancyGrid
-from fieldforge.scenes.rays import Rays, pixel_rays
 from fieldforge.scenes import Cameras, Scene, background_rgb
+from fieldforge.scenes.rays import Rays, pixel_rays
 
 
 @dataclasses.dataclass
