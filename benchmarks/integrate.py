@@ -9,7 +9,7 @@ one torch thread. Writes benchmarks/results/integrate.json and integrate.png
 import sys
 from pathlib import Path
 
-from fieldforge.apps.cli import main
+from fieldforge.apps.cli.main import main
 
 if __name__ == "__main__":
     results = Path(__file__).resolve().parent / "results"

@@ -94,7 +94,7 @@ def hashgrid_inputs() -> dict:
 
 def blend_inputs() -> dict:
     """One projected and binned random view, and fixed upstream gradients of colour and alpha."""
-    from fieldforge.apps.bench_splat import random_view
+    from fieldforge.apps.bench.splat import random_view
     from fieldforge.render.raster_project import project_gaussians
     from fieldforge.render.raster_tiles import bin_tiles
 

@@ -1,7 +1,7 @@
 """How many linear regions exact integration handles, and at what cost, in 1, 2 and 3 dimensions.
 
 Protocol: random ReLU MLPs (PyTorch default init, seed 0, float64) with 1, 2 or 3 inputs, one
-output, hidden ``width`` x ``depth``; ``fieldforge.fields.plmlp.regions`` over the unit box
+output, hidden ``width`` x ``depth``; ``fieldforge.fields.piecewise.regions`` over the unit box
 [0, 1]^d; the region count, wall time of the region
 listing and the integral's relative error against a midpoint grid (1-D 1e6 points, 2-D 1000^2,
 3-D 100^3). One torch thread. Prints a table and writes benchmarks/results/pl_regions.json.
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fieldforge.fields.plmlp import integrate, regions
+from fieldforge.fields.piecewise import integrate, regions
 
 CASES = [(1, 64, 3), (1, 256, 4), (2, 16, 2), (2, 32, 3), (2, 64, 3), (3, 8, 2), (3, 16, 2), (3, 16, 3),
          (3, 32, 2), (3, 32, 3)]

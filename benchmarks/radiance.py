@@ -5,7 +5,7 @@
 
 import sys
 
-from fieldforge.apps.cli import main
+from fieldforge.apps.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["bench", "radiance", *sys.argv[1:]]))

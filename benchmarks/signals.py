@@ -1,6 +1,6 @@
 """Fit 2-D images and a 3-D occupancy with every encoding (``fieldforge bench signals``).
 
-Protocol (the verb's defaults, see fieldforge/apps/bench_signals.py): camera, astronaut and
+Protocol (the verb's defaults, see fieldforge/apps/bench/signals.py): camera, astronaut and
 the synthetic wide-band image at 96^2 (train on the even 48^2 lattice, PSNR on the other
 pixels), occupancy of the Spot mesh from $FIELDFORGE_DATA/meshes (8192 points; skipped when
 absent), 200 full-batch Adam steps, 3 x 128 ReLU MLP after each encoding, FreSh over
@@ -12,7 +12,7 @@ Run from the repository root: ``PYTHONPATH=. python benchmarks/signals.py``.
 import sys
 from pathlib import Path
 
-from fieldforge.apps.cli import main
+from fieldforge.apps.cli.main import main
 
 if __name__ == "__main__":
     results = Path(__file__).resolve().parent / "results"

@@ -9,7 +9,7 @@ Later arguments override the default output path.
 import sys
 from pathlib import Path
 
-from fieldforge.apps.cli import main
+from fieldforge.apps.cli.main import main
 
 if __name__ == "__main__":
     out = Path(__file__).resolve().parent / "results" / "splat.json"

@@ -14,8 +14,8 @@ from fieldforge.errors import DataError, FieldforgeError
 
 MAX_FRAMES = 100_000
 MAX_PIXELS = 8192 * 8192
-#: bytes held per pixel while rendering one image (rays, per-chunk samples, outputs; measured
-#: peaks are 50-100 for ngp and splat at 65,536-ray chunks)
+#: bytes held per pixel while rendering one image (rays, per-chunk samples, outputs): a bound
+#: above the peaks of ngp and splat at 65,536-ray chunks
 RENDER_BYTES_PER_PIXEL = 128
 
 

@@ -22,8 +22,8 @@ import numpy as np
 from hypothesis import strategies as st
 from PIL import Image
 
-from fieldforge.apps.bench_runs import peak_memory_mb, reset_peak_memory, rss_mb
-from fieldforge.apps.config import TrainConfig, from_dict, read_config
+from fieldforge.apps.bench.runs import peak_memory_mb, reset_peak_memory, rss_mb
+from fieldforge.apps.training.config import TrainConfig, from_dict, read_config
 from fieldforge.errors import FieldforgeError
 from fieldforge.fields import splat_ply
 from fieldforge.scenes import load

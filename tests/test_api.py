@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import fieldforge
-from fieldforge.apps.run import RunDir
+from fieldforge.apps.training.run import RunDir
 from fieldforge.errors import DataError, FieldforgeError
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fieldforge.apps.cli import main
+from fieldforge.apps.cli.main import main
 
 
 def test_bench_kernels_small(tmp_path, capsys):

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from fieldforge.apps import bench_psnr
-from fieldforge.apps.bench_runs import train_budget
-from fieldforge.apps.cli import main
-from fieldforge.apps.run import default_scene_path
+from fieldforge.apps.bench import psnr as bench_psnr
+from fieldforge.apps.bench.runs import train_budget
+from fieldforge.apps.cli.main import main
+from fieldforge.apps.training.run import default_scene_path
 
 STEPS = 4
 SETTINGS = ["--methods", "nerf,splat", "--steps", str(STEPS), "--downscale", "2", "--test-images", "2",

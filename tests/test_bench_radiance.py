@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from fieldforge.apps.cli import main
-from fieldforge.apps.run import default_scene_path
+from fieldforge.apps.cli.main import main
+from fieldforge.apps.training.run import default_scene_path
 
 
 def test_rows_follow_the_budgets_and_match_the_runs_own_metrics(tmp_path):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from fieldforge.apps import bench_signals as B
-from fieldforge.apps.cli import main
+from fieldforge.apps.bench import signals as B
+from fieldforge.apps.cli.main import main
 
 
 def test_wideband_halves():
@@ -59,7 +59,7 @@ def test_tiny_run_writes_json(tmp_path, capsys):
     sig = B.image_signal("wideband", 16)
     ctx = B.Ctx(2, 1, 8, 16, 1, 0)
     model = B.ENCODINGS["hashgrid"].build(ctx)
-    B.train(model, sig, 3, B.ENCODINGS["hashgrid"].lr)
+    B.fit_signal(model, sig, 3, B.ENCODINGS["hashgrid"].lr)
     with torch.no_grad():
         mse = float((torch.sigmoid(model(sig.x_test)).double() - sig.y_test.double()).square().mean())
     assert res["rows"][1]["psnr"] == pytest.approx(-10 * math.log10(mse), abs=1e-4)
@@ -82,7 +82,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
 
 
 def test_video_case_compares_siren_and_resfields_at_equal_parameters(tmp_path):
-    from fieldforge.apps.bench_signals import VIDEO_FRAMES, video_signal
+    from fieldforge.apps.bench.signals import VIDEO_FRAMES, video_signal
 
     sig = video_signal("video:blobs", 16)
     assert sig.in_dim == 3 and len(sig.x_train) == VIDEO_FRAMES * 8 * 8 and len(sig.x_test) == VIDEO_FRAMES * 192

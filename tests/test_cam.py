@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from fieldforge.apps import bench_signals as B
+from fieldforge.apps.bench import signals as B
 from fieldforge.fields.cam import CAMGrid, CAMMLP, viewdir_coords
 from fieldforge.fields.mlp import MLP
 from fieldforge.fields.nerf import NeRFField
@@ -161,7 +161,7 @@ def test_fit_tiny_image_moves_the_grids():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: one thread avoids oversubscribing a shared CPU
     try:
-        B.train(model, sig, 200, B.ENCODINGS["cam"].lr)
+        B.fit_signal(model, sig, 200, B.ENCODINGS["cam"].lr)
     finally:
         torch.set_num_threads(threads)
     with torch.no_grad():

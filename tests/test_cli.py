@@ -8,12 +8,12 @@ import sys
 
 import pytest
 
-from fieldforge.apps import cli
+from fieldforge.apps.cli import main as cli
 
 
 def test_help_and_headless_training_do_not_import_the_viewer_or_optional_libraries():
-    code = ("import sys; from fieldforge.apps.cli import build_parser; build_parser(); "
-            "import fieldforge.apps.train; "
+    code = ("import sys; from fieldforge.apps.cli.main import build_parser; build_parser(); "
+            "import fieldforge.apps.cli.train; "
             "print(sorted(m for m in ('viser', 'open3d', 'pycolmap', 'numba', 'scipy', 'skimage') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -26,7 +26,7 @@ def test_a_verb_that_fails_to_import_fails_loudly(monkeypatch):
 
 
 def test_the_registry_table_resolves_every_method_and_refuses_others(monkeypatch):
-    from fieldforge.apps.methods import registry
+    from fieldforge.apps.training.methods import registry
     from fieldforge.errors import FieldforgeError
 
     for name in registry.BUILTIN:
@@ -34,6 +34,6 @@ def test_the_registry_table_resolves_every_method_and_refuses_others(monkeypatch
     assert "resfields-nerf" in registry.field_methods() and "splat" not in registry.field_methods()
     with pytest.raises(FieldforgeError, match="unknown method 'nope'; available: cam, dynamic-splat"):
         registry.get_method("nope")
-    monkeypatch.setattr(registry, "_plugins", {"mine": "fieldforge.apps.methods.radiance:NGPMethod"})
+    monkeypatch.setattr(registry, "_plugins", {"mine": "fieldforge.apps.training.methods.radiance:NGPMethod"})
     with pytest.raises(FieldforgeError, match="is not a Method named 'mine'"):
         registry.get_method("mine")

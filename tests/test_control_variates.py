@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from fieldforge.fields.plmlp import PLMLP
+from fieldforge.fields.piecewise import PLMLP
 from fieldforge.render.control_variates import (OnlineControlVariate, cv_integrate, mc_estimate,
                                                 residual_ratio_tracking)
 
@@ -102,7 +102,7 @@ def test_bench_cv_image_is_unbiased_against_the_stratified_reference():
     """The whole demo pipeline (train g, exact per-pixel G, residual MC) has no bias beyond noise."""
     import argparse
 
-    from fieldforge.apps import bench_integrate as bench
+    from fieldforge.apps.bench import integrate as bench
 
     args = argparse.Namespace(train_share=0.5, width=8, depth=2, train_steps=30, lr=1e-2, max_regions=100_000,
                               alpha="fit", seed=0)
@@ -117,7 +117,7 @@ def test_bench_cv_image_is_unbiased_against_the_stratified_reference():
 
 
 def test_bench_refuses_bad_arguments_with_one_line(capsys):
-    from fieldforge.apps.cli import main
+    from fieldforge.apps.cli.main import main
 
     assert main(["bench", "integrate", "--ref-spp", "1000"]) == 2
     assert "square number" in capsys.readouterr().err

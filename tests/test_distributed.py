@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from fieldforge.apps import cli, distributed
-from fieldforge.apps.checkpoint import load_safe
-from fieldforge.apps.config import TrainConfig
-from fieldforge.apps.methods import get_method
-from fieldforge.apps.run import RunDir, load_scene
-from fieldforge.apps.trainer import train
+from fieldforge.apps.cli import main as cli
+from fieldforge.apps.training import distributed
+from fieldforge.apps.training.checkpoint import load_safe
+from fieldforge.apps.training.config import TrainConfig
+from fieldforge.apps.training.methods import get_method
+from fieldforge.apps.training.run import RunDir, load_scene
+from fieldforge.apps.training.trainer import train
 from fieldforge.errors import FieldforgeError
 
 STEPS = 24

@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import torch
 
-from fieldforge.apps.methods import get_method
+from fieldforge.apps.training.methods import get_method
 from fieldforge.errors import FieldforgeError
 from fieldforge.fields.dynamic_nerf import DynamicNeRFField
 from fieldforge.fields.resfields import ResFieldLinear
@@ -73,7 +73,7 @@ def test_static_scene_is_refused():
 
 
 def test_time_bins_average_per_bin():
-    from fieldforge.apps.evaluate import time_bins
+    from fieldforge.apps.training.evaluate import time_bins
 
     rows = [{"time": t, "psnr": p, "ssim": 0.5} for t, p in [(0.0, 10), (0.1, 20), (0.5, 30), (1.0, 40), (0.99, 0)]]
     bins = time_bins(rows, 5)
@@ -83,8 +83,8 @@ def test_time_bins_average_per_bin():
 def test_dnerf_run_reports_per_time_metrics(tmp_path):
     from tests.conftest import shared_path
 
-    from fieldforge.apps.cli import main
-    from fieldforge.apps.evaluate import evaluate
+    from fieldforge.apps.cli.main import main
+    from fieldforge.apps.training.evaluate import evaluate
 
     data = shared_path("dnerf-lego-400")
     run = tmp_path / "dyn"

@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 
-from fieldforge.apps.losses import d_ssim
-from fieldforge.apps.methods.dynamic_splat import DynamicSplatConfig, DynamicSplatMethod
-from fieldforge.apps.methods.splat import SplatMethod
-from fieldforge.apps.strategy import DefaultStrategy
+from fieldforge.apps.training.losses import d_ssim
+from fieldforge.apps.training.methods.dynamic_splat import DynamicSplatConfig, DynamicSplatMethod
+from fieldforge.apps.training.methods.splat import SplatMethod
+from fieldforge.apps.training.strategy import DefaultStrategy
 from fieldforge.errors import FieldforgeError
 from fieldforge.render.rasterize import render_gaussians
 from fieldforge.scenes import Scene

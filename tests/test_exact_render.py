@@ -9,7 +9,7 @@ import scipy.integrate
 import torch
 
 from fieldforge.fields.base import Field
-from fieldforge.fields.pl_field import PLField
+from fieldforge.fields.piecewise import PLField
 from fieldforge.render.exact import exact_composite, render_rays_exact, transmittance_integral
 from fieldforge.render.marcher import render_rays
 from fieldforge.render.occupancy import OccupancyGrid

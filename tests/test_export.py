@@ -15,13 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fieldforge.apps import export
-from fieldforge.apps.cli import main
-from fieldforge.apps.export_mesh import grid_shape
-from fieldforge.apps.export_points import render_points, unproject
-from fieldforge.apps.methods.radiance import RadianceConfig, RadianceMethod
-from fieldforge.apps.methods.splat import SplatConfig, SplatMethod
-from fieldforge.apps.run import load_run
+from fieldforge.apps.export import formats as export
+from fieldforge.apps.cli.main import main
+from fieldforge.apps.export.mesh import grid_shape
+from fieldforge.apps.export.points import render_points, unproject
+from fieldforge.apps.training.methods.radiance import RadianceConfig, RadianceMethod
+from fieldforge.apps.training.methods.splat import SplatConfig, SplatMethod
+from fieldforge.apps.training.run import load_run
 from fieldforge.fields import splat_ply
 from fieldforge.fields.base import Field
 from fieldforge.fields.gaussians import SH_C0, rgb_to_sh0

@@ -9,8 +9,8 @@ import shutil
 import pytest
 import torch
 
-from fieldforge.apps.cli import main
-from fieldforge.apps.run import load_run
+from fieldforge.apps.cli.main import main
+from fieldforge.apps.training.run import load_run
 from fieldforge.scenes import background_rgb
 
 SMALL = ["--set", "init_batch_rays=64", "--set", "max_batch_rays=64", "--set", "grid_resolution=16",
@@ -79,14 +79,14 @@ def test_distill_verb_trains_a_student_that_no_longer_needs_its_teacher(tmp_path
 
 
 def test_train_with_teacher_distils_first(tmp_path, teacher):
-    from fieldforge.apps.methods.teacher import Teacher
+    from fieldforge.apps.training.methods.teacher import Teacher, load_teacher
 
     student = tmp_path / "ngp"
     _train(student, "ngp", steps=6, extra=["--teacher", str(teacher), "--set", "distill_steps=6", "--set", "lr=0.02"])
     trained, _, _ = load_run(student)
     untrained, _, _ = load_run(student, with_checkpoint=False)
     assert trained.estimator.binaries.any()  # filled from the teacher at distillation step 0
-    t = Teacher.load(teacher, torch.device("cpu"))
+    t = Teacher(load_teacher(teacher, torch.device("cpu"))[0])
 
     def error(m):
         with torch.no_grad():

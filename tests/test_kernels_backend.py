@@ -37,7 +37,7 @@ def test_unknown_value_is_refused(monkeypatch, fresh_state):
 
 def test_unknown_value_at_the_cli_is_one_line_exit_2(tmp_path):
     env = {"FIELDFORGE_KERNELS": "fast", "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, "-m", "fieldforge.apps.cli", "eval", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "fieldforge.apps.cli.main", "eval", str(tmp_path)],
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
@@ -96,7 +96,7 @@ def test_threads_follow_torch():
 
 
 def test_cli_start_does_not_import_numba():
-    code = "import sys; from fieldforge.apps import cli; cli.build_parser(); print('numba' in sys.modules)"
+    code = "import sys; from fieldforge.apps.cli import main; main.build_parser(); print('numba' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "False"
 

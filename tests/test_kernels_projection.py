@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from fieldforge.apps.bench_splat import random_view
+from fieldforge.apps.bench.splat import random_view
 from fieldforge.render.raster_project import project_gaussians
 
 pytest.importorskip("numba")

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from fieldforge.apps.methods.teacher import Teacher
+from fieldforge.apps.training.methods.teacher import Teacher
 from fieldforge.fields.kilonerf import KiloNeRFField, grid_resolution
 from fieldforge.fields.nerf import NeRFField
 from fieldforge.render.occupancy import OccupancyGrid
@@ -123,7 +123,7 @@ def test_distillation_lowers_the_error_against_the_teacher():
     teacher_field = NeRFField(aabb, width=32, depth=2, pos_freqs=3)
     with torch.no_grad():
         teacher_field.sigma.bias.fill_(2.0)  # some density everywhere, so alpha is not trivially 0
-    teacher = Teacher(teacher_field, "memory")
+    teacher = Teacher(teacher_field)
     student = KiloNeRFField(aabb, cells=3)
     grid = OccupancyGrid(aabb.reshape(-1), 16)
     step = 0.02

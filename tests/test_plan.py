@@ -10,14 +10,14 @@ import json
 import pytest
 import torch
 
-from fieldforge.apps import trainer
-from fieldforge.apps.cli import main
-from fieldforge.apps.methods import get_method
-from fieldforge.apps.methods.dynamic_splat import DynamicSplatConfig
-from fieldforge.apps.methods.radiance import RadianceConfig
-from fieldforge.apps.methods.splat import SplatConfig, SplatMethod
-from fieldforge.apps.plan import BudgetPlanner, phase_fields, planned
-from fieldforge.apps.run import load_run
+from fieldforge.apps.training import trainer
+from fieldforge.apps.cli.main import main
+from fieldforge.apps.training.methods import get_method
+from fieldforge.apps.training.methods.dynamic_splat import DynamicSplatConfig
+from fieldforge.apps.training.methods.radiance import RadianceConfig
+from fieldforge.apps.training.methods.splat import SplatConfig, SplatMethod
+from fieldforge.apps.training.plan import BudgetPlanner, phase_fields, planned
+from fieldforge.apps.training.run import load_run
 from tests.helpers import tiny_scene
 
 SMALL_NGP = ["--set", "init_batch_rays=64", "--set", "max_batch_rays=64", "--set", "grid_resolution=16",
@@ -134,7 +134,7 @@ def test_resume_to_more_steps_spans_the_new_total(tmp_path):
 
 
 def test_a_budget_shorter_than_the_recipe_keeps_its_decay_and_rescales_its_phases():
-    from fieldforge.apps.methods.dynamic_splat import DynamicSplatMethod
+    from fieldforge.apps.training.methods.dynamic_splat import DynamicSplatMethod
 
     scene = tiny_scene()
     scene.cameras.times = torch.linspace(0, 1, len(scene.images))

@@ -6,10 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from fieldforge.fields.pl_field import PLField
 from fieldforge.encoders.hat import HatEncoding
-from fieldforge.fields.plmlp import (NotPiecewiseLinearError, PLMLP, RegionLimitError, integrate, integrate_polygon,
-                                     integrate_rays, ray_breakpoints, regions)
+from fieldforge.fields.piecewise import (PLMLP, NotPiecewiseLinearError, PLField, RegionLimitError, integrate,
+                                         integrate_polygon, integrate_rays, ray_breakpoints, regions)
 
 
 def random_net(d_in: int, d_out: int, width: int, depth: int, seed: int, leaky: bool = False) -> nn.Sequential:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from fieldforge.apps import cli
-from fieldforge.apps.ply_scene import find_cameras_json, ply_scene, read_cameras_json, ring_cameras
-from fieldforge.apps.viewer_server import Viewer
+from fieldforge.apps.cli import main as cli
+from fieldforge.apps.training.ply_scene import find_cameras_json, ply_scene, read_cameras_json, ring_cameras
+from fieldforge.apps.viewer.server import Viewer
 from fieldforge.fields import splat_ply
 from fieldforge.render.rasterize import render_gaussians
 from fieldforge.scenes import paths
@@ -120,7 +120,7 @@ def test_a_ply_without_gaussians_is_refused_on_one_line(tmp_path, capsys):
 
 
 def test_weighted_median_follows_the_opaque_gaussians():
-    from fieldforge.apps.ply_scene import weighted_median
+    from fieldforge.apps.training.ply_scene import weighted_median
 
     values = torch.tensor([[0.0], [1.0], [2.0], [3.0], [10.0]])
     assert weighted_median(values, torch.ones(5)).item() == 2.0

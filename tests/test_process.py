@@ -14,8 +14,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from fieldforge.apps.cli import main
-from fieldforge.apps.process_inputs import frame_indices
+from fieldforge.apps.cli.main import main
+from fieldforge.apps.process.inputs import frame_indices
 from fieldforge.scenes import load
 from tests.helpers import look_at_c2w
 

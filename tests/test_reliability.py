@@ -20,12 +20,12 @@ import pytest
 import torch
 from PIL import Image
 
-from fieldforge.apps import trainer
-from fieldforge.apps.checkpoint import load_safe
-from fieldforge.apps.cli import main
-from fieldforge.apps.config import TrainConfig
-from fieldforge.apps.files import staged
-from fieldforge.apps.run import LOCK_NAME, RunDir
+from fieldforge.apps.training import trainer
+from fieldforge.apps.training.checkpoint import load_safe
+from fieldforge.apps.cli.main import main
+from fieldforge.apps.training.config import TrainConfig
+from fieldforge.apps.training.files import staged
+from fieldforge.apps.training.run import LOCK_NAME, RunDir
 from fieldforge.errors import DataError, FieldforgeError
 from fieldforge.limits import MAX_FRAMES, MAX_PIXELS
 from fieldforge.scenes import load
@@ -202,7 +202,7 @@ def test_sigterm_saves_a_final_checkpoint_and_resume_stays_exact(tmp_path):
 
 def test_sigint_of_the_train_command_exits_130_with_its_checkpoint(tmp_path):
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "fieldforge.apps.cli", "train", "--method", "nerf", "-o", str(run),
+    proc = subprocess.Popen([sys.executable, "-m", "fieldforge.apps.cli.main", "train", "--method", "nerf", "-o", str(run),
                              "--steps", "100000", "--quiet", "--downscale", "4", "--set", "width=16", "--set", "depth=2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = RunDir(run).log
@@ -282,7 +282,7 @@ def test_singular_dtu_camera_and_truncated_npz(tmp_path):
 
 # -------------------------------------------------------------- viewer
 def test_a_taken_port_is_an_error_and_port_0_picks_a_free_one():
-    from fieldforge.apps.viewer import claim_port
+    from fieldforge.apps.viewer.session import claim_port
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

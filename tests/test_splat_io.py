@@ -7,7 +7,7 @@ import pytest
 import torch
 from plyfile import PlyData, PlyElement
 
-from fieldforge.apps.losses import ssim
+from fieldforge.apps.training.losses import ssim
 from fieldforge.errors import DataError
 from fieldforge.fields import splat_ply
 from tests.test_splat_scenes import random_gaussians

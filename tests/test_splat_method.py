@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from fieldforge.apps.methods.splat import SplatConfig, SplatMethod
-from fieldforge.apps.strategy import DefaultStrategy
+from fieldforge.apps.training.methods.splat import SplatConfig, SplatMethod
+from fieldforge.apps.training.strategy import DefaultStrategy
 from tests.helpers import tiny_scene
 from tests.test_splat_scenes import gaussian_scene, random_gaussians
 
@@ -130,7 +130,7 @@ def test_strategy_cap_and_opacity_reset():
 def test_seed_points_of_a_real_capture_get_a_background_sphere():
     import dataclasses as dc
 
-    from fieldforge.apps.methods.splat import scene_scale
+    from fieldforge.apps.training.methods.splat import scene_scale
 
     scene = tiny_scene()
     g = torch.Generator().manual_seed(0)

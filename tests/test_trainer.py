@@ -6,11 +6,11 @@ import pickle
 import pytest
 import torch
 
-from fieldforge.apps.checkpoint import load_safe, save_atomic
-from fieldforge.apps.config import TrainConfig
-from fieldforge.apps.methods import get_method
-from fieldforge.apps.run import RunDir
-from fieldforge.apps.trainer import train
+from fieldforge.apps.training.checkpoint import load_safe, save_atomic
+from fieldforge.apps.training.config import TrainConfig
+from fieldforge.apps.training.methods import get_method
+from fieldforge.apps.training.run import RunDir
+from fieldforge.apps.training.trainer import train
 from fieldforge.errors import DataError, FieldforgeError
 from tests.helpers import tiny_scene
 

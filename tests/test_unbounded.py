@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from fieldforge.apps.methods import get_method
+from fieldforge.apps.training.methods import get_method
 from fieldforge.errors import FieldforgeError
 from fieldforge.fields.base import Field
 from fieldforge.fields.contraction import contract
@@ -123,3 +123,19 @@ def test_contracted_ngp_field_has_density_far_outside_its_box():
     far = torch.tensor([[50.0, -3.0, 7.0], [1e5, 0.0, 0.0]])
     assert (field.density(far) > 0).all() and (bounded.density(far) == 0).all()
     assert math.isfinite(float(field.density(far).detach().sum()))
+
+
+def test_distortion_weight_adds_the_batch_distortion_to_the_loss():
+    cls = get_method("ngp")
+    small = dict(n_levels=2, log2_hashmap_size=10, max_resolution=32, grid_warmup=0)
+    rgba = tiny_scene()
+    real = dataclasses.replace(rgba, images=[im[..., :3].clone() for im in rgba.images], format="colmap")
+    losses = {}
+    for weight in (0.0, 10.0):
+        torch.manual_seed(0)
+        method = cls(dataclasses.replace(cls.Config(), distortion=weight, **small), real, torch.device("cpu"))
+        metrics = method.train_step(0)
+        losses[weight] = (metrics["loss"], 10 ** (-metrics["psnr"] / 10))  # loss and the batch MSE
+    assert losses[0.0][0] == pytest.approx(losses[0.0][1], rel=1e-6)  # off: the loss is the MSE
+    assert losses[10.0][1] == pytest.approx(losses[0.0][1], rel=1e-6)  # the same batch and render
+    assert losses[10.0][0] > losses[10.0][1] * 1.01  # on: distortion is added

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from fieldforge.apps import cli, render_video
-from fieldforge.apps.video import FrameWriter, output_kind, to_uint8
+from fieldforge.apps.cli import main as cli
+from fieldforge.apps.export import video as render_video
+from fieldforge.apps.export.video import FrameWriter, output_kind
+from fieldforge.scenes.images import to_uint8
 from fieldforge.render.rasterize import render_gaussians
 from fieldforge.scenes import Cameras, Scene
 
@@ -136,7 +138,7 @@ class _StubMethod:
 @pytest.fixture
 def stub_run(monkeypatch, tmp_path):
     """``load_run`` replaced by a stub method on the bundled scene's training cameras."""
-    import fieldforge.apps.run as run_module
+    import fieldforge.apps.training.run as run_module
 
     cams = _bundled_train_cameras()
     scene = Scene(cameras=cams, images=[], names=[], splits={"train": torch.arange(len(cams))},

@@ -20,13 +20,13 @@ import pytest
 import torch
 from skimage.transform import resize
 
-from fieldforge.apps.cli import main
-from fieldforge.apps.config import TrainConfig
-from fieldforge.apps.run import RunDir, load_run
-from fieldforge.apps.trainer import train
-from fieldforge.apps.viewer_server import Viewer
-from fieldforge.apps.viewer_path import Keyframes
-from fieldforge.apps.viewer_render import display, image_channels, viser_cameras, viser_pose
+from fieldforge.apps.cli.main import main
+from fieldforge.apps.training.config import TrainConfig
+from fieldforge.apps.training.run import RunDir, load_run
+from fieldforge.apps.training.trainer import train
+from fieldforge.apps.viewer.server import Viewer
+from fieldforge.apps.viewer.path import Keyframes
+from fieldforge.apps.viewer.render import display, image_channels, viser_cameras, viser_pose
 from fieldforge.scenes.paths import load_path
 from tests.helpers import tiny_scene
 from tests.test_trainer import _method

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from fieldforge.render.volume import (accumulate_along_rays, composite, exclusive_segment_cumsum,
+from fieldforge.render.volume import (accumulate_along_rays, composite, distortion, exclusive_segment_cumsum,
                                       render_visibility_from_density, render_weight_from_density)
 
 nerfacc = pytest.importorskip("nerfacc")
@@ -98,3 +98,34 @@ def test_exclusive_cumsum_float64_for_long_rays():
     ri = torch.zeros(200000, dtype=torch.long)
     out = exclusive_segment_cumsum(v, ri, 1)
     assert abs(float(out[-1]) - 199.999) < 1e-3
+
+
+def test_distortion_matches_the_double_sum_and_its_gradient():
+    g = torch.Generator().manual_seed(3)
+    counts = [0, 1, 5, 12, 2]
+    ray_indices = torch.cat([torch.full((c,), i) for i, c in enumerate(counts)])
+    starts = torch.cat([torch.sort(torch.rand(c, generator=g, dtype=torch.float64)).values for c in counts])
+    ends = starts + 0.05 * torch.rand(len(starts), generator=g, dtype=torch.float64)
+    w = torch.rand(len(starts), generator=g, dtype=torch.float64, requires_grad=True)
+
+    def brute(w):
+        mid, out = (starts + ends) / 2, []
+        for r in range(len(counts)):
+            sel = ray_indices == r
+            ww, mm = w[sel], mid[sel]
+            out.append((ww[:, None] * ww[None] * (mm[:, None] - mm[None]).abs()).sum()
+                       + (ww ** 2 * (ends - starts)[sel]).sum() / 3)
+        return torch.stack(out)
+
+    fast = distortion(w, starts, ends, ray_indices, len(counts))
+    torch.testing.assert_close(fast, brute(w), rtol=1e-12, atol=1e-12)
+    assert fast[0] == 0 and fast[1] == w[0] ** 2 * (ends[0] - starts[0]) / 3
+    grad_fast, = torch.autograd.grad(fast.sum(), w)
+    grad_brute, = torch.autograd.grad(brute(w).sum(), w)
+    torch.testing.assert_close(grad_fast, grad_brute, rtol=1e-10, atol=1e-12)
+    # one interval holding all the weight scores lower than the same weight spread along the ray
+    one = distortion(torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 0.4, 0.8]), torch.tensor([0.1, 0.5, 0.9]),
+                     torch.zeros(3, dtype=torch.long), 1)
+    spread = distortion(torch.full((3,), 1 / 3), torch.tensor([0.0, 0.4, 0.8]), torch.tensor([0.1, 0.5, 0.9]),
+                        torch.zeros(3, dtype=torch.long), 1)
+    assert float(one) < float(spread)

@@ -6,13 +6,13 @@
     print(run.evaluate(max_images=20)["psnr"])
     image = run.render(run.scene.split("test").cameras[0])["rgb"]  # [H, W, 3] in [0, 1]
 
-:func:`train` is the ``fieldforge train`` verb with keyword arguments: the same validation, run
-folder, lock, plan, checkpoints and one-line errors (:class:`~fieldforge.errors.FieldforgeError`).
+:func:`train` is the ``fieldforge train`` verb with keyword arguments: the same request
+(:class:`~fieldforge.apps.training.launch.TrainRequest`), validation, run folder, lock, plan,
+checkpoints and one-line errors (:class:`~fieldforge.errors.FieldforgeError`).
 """
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Sequence
@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fieldforge.apps.run import is_run
+from fieldforge.apps.training.launch import DEFAULT_METHOD, TrainRequest, launch
+from fieldforge.apps.training.run import is_run
 from fieldforge.errors import DataError
 from fieldforge.scenes import Cameras, Scene, background_rgb
 
@@ -56,7 +57,7 @@ class Run:
 
     def _load(self) -> tuple:
         if self._loaded is None:
-            from fieldforge.apps.run import load_run
+            from fieldforge.apps.training.run import load_run
 
             self._loaded = load_run(self.path, self.device)
         return self._loaded
@@ -68,7 +69,7 @@ class Run:
 
     @property
     def config(self):
-        """The run's :class:`~fieldforge.apps.config.TrainConfig`."""
+        """The run's :class:`~fieldforge.apps.training.config.TrainConfig`."""
         return self._load()[1]
 
     @property
@@ -78,7 +79,7 @@ class Run:
 
     def evaluate(self, split: str = "test", max_images: int | None = None, write_images: bool = True) -> dict:
         """``fieldforge eval``: metrics of ``split`` (written to ``RUN/eval/<split>``)."""
-        from fieldforge.apps.evaluate import evaluate
+        from fieldforge.apps.training.evaluate import evaluate
 
         return evaluate(self.path, split, max_images, self.device, write_images)
 
@@ -103,22 +104,15 @@ def train(data: str | Path | None = None, *, method: str | None = None, out: str
     schedules for that budget; ``overrides`` are method options (``--set``): a dict, or
     "key=value" strings as on the command line.
     """
-    from fieldforge.apps import train as train_verb
+    from fieldforge.apps.process.pipeline import prepared
 
-    argv = [str(data)] if data is not None else []
-    for flag, value in (("--method", method), ("--out", out), ("--minutes", minutes), ("--steps", steps),
-                        ("--seed", seed), ("--downscale", downscale), ("--teacher", teacher), ("--format", format),
-                        ("--device", device), ("--checkpoint-seconds", checkpoint_seconds)):
-        if value is not None:
-            argv += [flag, str(value)]
     pairs = [f"{k}={_text(v)}" for k, v in overrides.items()] if isinstance(overrides, dict) else list(overrides or ())
-    for pair in pairs:
-        argv += ["--set", pair]
-    argv += ["--resume"] if resume else []
-    argv += ["--quiet"] if quiet else []
-    parser = argparse.ArgumentParser(prog="fieldforge.train")
-    train_verb.add_arguments(parser)
-    args = parser.parse_args(argv)
-    run = Run(Path(args.out), device)
-    run.exit_code = train_verb.run(args)
+    request = TrainRequest.given(data=None if data is None else str(data), method=method,
+                                 out=None if out is None else str(out), steps=steps, minutes=minutes, resume=resume,
+                                 device=device, seed=seed, format=format, downscale=downscale, overrides=tuple(pairs),
+                                 teacher=None if teacher is None else str(teacher),
+                                 checkpoint_seconds=checkpoint_seconds, quiet=quiet)
+    code = launch(request, prepare=prepared)
+    run = Run(Path(request.out or f"runs/{request.method or DEFAULT_METHOD}"), device)
+    run.exit_code = code
     return run

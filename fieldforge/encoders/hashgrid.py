@@ -192,7 +192,7 @@ class HashGrid(Encoding):
 class _FusedLookup(torch.autograd.Function):
     """Table lookup per chunk of points; when the table needs a gradient the chunk's rows (int32)
     and weights are kept, so the backward is one ``index_add_`` per chunk with no recomputation
-    (int64 indices for it: index_add_ with int32 indices is ~9x slower on CPU)."""
+    (int64 indices for it: index_add_ with int32 indices is much slower on CPU)."""
 
     @staticmethod
     def forward(ctx, params: Tensor, x: Tensor, grid: HashGrid, keep: bool) -> Tensor:

@@ -1,5 +1,5 @@
 """Hat (triangle) features, piecewise linear so that exact integration
-(:mod:`fieldforge.fields.plmlp`) can treat them as layers of the network they feed."""
+(:mod:`fieldforge.fields.piecewise`) can treat them as layers of the network they feed."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ import itertools
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from fieldforge.encoders.base import Encoding, positive
 

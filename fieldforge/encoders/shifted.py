@@ -67,7 +67,7 @@ class ShiftedBasisEncoding(Encoding):
         return psi
 
     def as_piecewise_linear(self) -> torch.nn.Sequential:
-        """The triangle basis as fixed Linear/ReLU layers (exact integration, :mod:`fieldforge.fields.plmlp`).
+        """The triangle basis as fixed Linear/ReLU layers (exact integration, :mod:`fieldforge.fields.piecewise`).
 
         Only for ``basis="triangle"`` with a constant normalisation ("fixed" or "none"); the
         Gaussian basis and the batch-dependent normalisation are not piecewise linear.

@@ -86,9 +86,6 @@ class GaussianModel(nn.Module):
         """Resize every parameter to ``n`` Gaussians (zeros), e.g. before ``load_state_dict``."""
         self.set_params({name: p.new_zeros((n,) + p.shape[1:]) for name, p in self.params().items()})
 
-    def activated_scales(self) -> Tensor:
-        return torch.exp(self.scales)
-
     def activated_opacities(self) -> Tensor:
         return torch.sigmoid(self.opacities)
 

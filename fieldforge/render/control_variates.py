@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from fieldforge.fields.plmlp import as_layers, evaluate, integrate, integrate_rays, single_thread
+from fieldforge.fields.piecewise import as_layers, evaluate, integrate, integrate_rays, single_thread
 
 
 @dataclass

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fieldforge.fields.plmlp import as_layers, evaluate, ray_breakpoints
+from fieldforge.fields.piecewise import as_layers, evaluate, ray_breakpoints
 from fieldforge.render.volume import accumulate_along_rays, exclusive_segment_cumsum
 
 _GL_X, _GL_W = (torch.from_numpy(a) for a in np.polynomial.legendre.leggauss(16))
@@ -107,7 +107,7 @@ def exact_composite(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor, n_ray
 
 def render_rays_exact(field, origins: Tensor, directions: Tensor, t_near: Tensor | float, t_far: Tensor | float,
                       background: Tensor | None = None, max_pieces: int = 4096) -> dict[str, Tensor]:
-    """Exact rendering of a CPWL field (e.g. :class:`~fieldforge.fields.pl_field.PLField`, or a
+    """Exact rendering of a CPWL field (e.g. :class:`~fieldforge.fields.piecewise.PLField`, or a
     CPWL network whose output 0 is density >= 0 and outputs 1..3 colour) along rays.
 
     Splits every ray at all breakpoints of the network (so density and colour are affine on each

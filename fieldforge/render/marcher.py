@@ -43,10 +43,11 @@ def render_rays(
     render_step_size: float, near: float = 0.0, far: float = 1e10, stratified: bool = False,
     early_stop_eps: float = 1e-4, alpha_thre: float = 0.0, prune: bool = True,
     generator: torch.Generator | None = None, compositor: str = "quadrature", per_pass: int = 32,
-    n_far: int = 0,
+    n_far: int = 0, return_samples: bool = False,
 ) -> dict[str, Tensor]:
     """Render ``rays``; returns per-ray "rgb", "opacity", "depth", extra channels and
-    "num_samples" (a 0-dim tensor).
+    "num_samples" (a 0-dim tensor); with ``return_samples`` (quadrature) also the packed samples
+    composited, "ray_indices", "t_starts", "t_ends", beside their "weights".
 
     With ``prune``, the samples kept are those of nerfacc's rule (transmittance T >= early_stop_eps
     and alpha >= alpha_thre, the latter clamped to the grid's mean occupancy), found by evaluating
@@ -83,6 +84,8 @@ def render_rays(
     res = composite(t_starts, t_ends, ray_indices, n_rays, out["density"].reshape(-1), out["rgb"],
                     background, extras)
     res["num_samples"] = torch.tensor(len(ray_indices))
+    if return_samples:
+        res.update(ray_indices=ray_indices, t_starts=t_starts, t_ends=t_ends)
     return res
 
 

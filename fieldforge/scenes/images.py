@@ -1,4 +1,5 @@
-"""Reading and area-downscaling images and masks for the loaders.
+"""Reading and area-downscaling images and masks for the loaders; 8-bit frames for writing
+(:func:`to_uint8`).
 
 Images are returned as uint8 tensors [H, W, C] with C = 3 (RGB) or 4 (RGBA, straight alpha),
 row 0 at the top, as displayed: the EXIF orientation of a photograph is applied. Grey images
@@ -157,3 +158,15 @@ def downscale_mask(mask: Tensor, factor: int) -> Tensor:
 def downscale_images(images: Sequence[Tensor], factor: int, workers: int | None = None) -> list[Tensor]:
     """:func:`downscale_image` over many images, concurrently (threads)."""
     return _parallel(lambda img: downscale_image(img, factor), images, workers)
+
+
+def to_uint8(frame: torch.Tensor | np.ndarray) -> np.ndarray:
+    """[H, W, 3] float in [0, 1] (or uint8) -> contiguous uint8 array."""
+    if isinstance(frame, torch.Tensor):
+        frame = frame.detach().cpu().numpy()
+    frame = np.asarray(frame)
+    if frame.ndim != 3 or frame.shape[-1] != 3:
+        raise ValueError(f"frames must be [H, W, 3], got shape {frame.shape}")
+    if frame.dtype == np.uint8:
+        return np.ascontiguousarray(frame)
+    return np.floor(np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)  # round half up

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``fieldforge bench NAME``: each prints a table and writes JSON."""

@@ -1,0 +1,1 @@
+"""The ``fieldforge`` console script (:mod:`~fieldforge.apps.cli.main`), one thin module per verb."""

@@ -1,0 +1,1 @@
+"""Photographs or a video to a posed dataset: image gathering and structure from motion (pycolmap)."""
