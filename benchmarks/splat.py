@@ -1,7 +1,7 @@
 """Thin script for ``fieldforge bench splat`` (rasterizer speed/memory; optional timed training).
 
     python benchmarks/splat.py [--sizes 10000,100000,300000]   # -> benchmarks/results/splat.json
-    python benchmarks/splat.py --sizes "" --train ../shared/data/nerf-synthetic-lego-200 --minutes 10
+    python benchmarks/splat.py --sizes "" --train "$FIELDFORGE_DATA/nerf-synthetic-lego-200" --minutes 10
 
 Later arguments override the default output path.
 """

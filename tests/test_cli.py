@@ -37,3 +37,10 @@ def test_the_registry_table_resolves_every_method_and_refuses_others(monkeypatch
     monkeypatch.setattr(registry, "_plugins", {"mine": "fieldforge.apps.training.methods.radiance:NGPMethod"})
     with pytest.raises(FieldforgeError, match="is not a Method named 'mine'"):
         registry.get_method("mine")
+
+
+def test_python_dash_m_runs_the_console_script():
+    out = subprocess.run([sys.executable, "-m", "fieldforge", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "train" in out.stdout and "bench" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "fieldforge", "no-such-verb"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr

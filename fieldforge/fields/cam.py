@@ -1,4 +1,5 @@
-"""CAM: coordinate-aware modulation of an MLP's pre-activations (Lee et al., ICLR 2024).
+"""CAM: coordinate-aware modulation of an MLP's pre-activations ("Coordinate-Aware Modulation for
+Neural Fields", Lee et al., ICLR 2024, arXiv:2311.14993).
 
 Every modulated hidden layer computes ``h = W a + b``, ``h = norm(h)`` (no affine parameters),
 ``h = gamma(c) * h + beta(c)`` and ``a = relu(h)``, where gamma and beta are interpolated from a
@@ -28,8 +29,8 @@ def viewdir_coords(d: Tensor) -> Tensor:
     """View directions [..., 3] -> (azimuth, elevation) [..., 2] in [-1, 1]^2.
 
     azimuth = atan2(d_y, d_x) / pi, elevation = atan2(d_z, |d_xy|) * 2 / pi (+1 looks along +z).
-    This is the clean mapping of the CAM spec (section 3.2), not the reference code's quirk,
-    whose elevation index clamps every upward-looking direction to the first row. ``d`` need not
+    This is the mapping the CAM paper describes, not the reference code's quirk, whose elevation
+    index clamps every upward-looking direction to the first row. ``d`` need not
     be normalised. The azimuth does not wrap: the knots at -1 and +1 both describe -x.
     """
     if d.ndim < 1 or d.shape[-1] != 3:

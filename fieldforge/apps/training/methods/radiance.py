@@ -19,7 +19,10 @@ images have no alpha, with a field that supports it): the scene's box (from the 
 the foreground, the field contracts the rest of space around it (mip-NeRF 360's contraction,
 arXiv:2111.12077) and every ray adds ``far_samples`` disparity-spaced samples past the box
 (:mod:`fieldforge.render.far`); the occupancy grid stays on the foreground box, and samples of
-alpha below ``alpha_thre`` (auto: 1e-2, nerfacc's setting for unbounded scenes) are skipped.
+alpha below ``alpha_thre`` (auto: 1e-2, nerfacc's setting for unbounded scenes) are skipped. The
+loss adds mip-NeRF 360's distortion term (``distortion``, auto: 0.01 when unbounded), which gathers
+each ray's weight into few samples: less fog between the cameras and the scene, so rays terminate
+sooner (the README measures it on the LLFF fern).
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ class RadianceConfig(MethodConfig):
     render_chunk: int = 65536  # rays per marching chunk of an image (about 16 bytes per candidate sample)
     unbounded: str = "auto"  # auto | on | off: contract space outside the scene box (real captures)
     far_samples: int = 32  # samples per ray beyond the box when unbounded
-    distortion: float = 0.0  # weight of mip-NeRF 360's distortion loss on s = 1 - near / t (0 = off)
+    distortion: float = -1.0  # mip-NeRF 360's distortion-loss weight; -1 = auto: 0.01 when unbounded, else 0
     teacher: str = ""  # run directory of a trained field to distil from ("" = train from the images)
     distill_steps: int = phase(1000)  # steps of distillation before image fine-tuning (when a teacher is set)
     distill_batch: int = 2**14  # points per distillation step
@@ -114,6 +117,7 @@ class RadianceMethod(Method):
         self.unbounded = self._is_unbounded(config, scene)
         self.n_far = config.far_samples if self.unbounded else 0
         self.alpha_thre = config.alpha_thre if config.alpha_thre >= 0 else (1e-2 if self.unbounded else 0.0)
+        self.distortion_weight = config.distortion if config.distortion >= 0 else (1e-2 if self.unbounded else 0.0)
         self.field = self.make_field(box).to(device)
         self.estimator = OccupancyGrid(box.reshape(-1), config.grid_resolution).to(device)
         self.step_size = float((aabb[1] - aabb[0]).norm()) / config.steps_per_diagonal
@@ -125,7 +129,8 @@ class RadianceMethod(Method):
         self.widths = torch.tensor([im.shape[1] for im in scene.images], device=device)
         self.pixels = torch.cat([im.reshape(-1, im.shape[-1]) for im in scene.images]).to(device)
         # with masks, rays are drawn from the pixels they mark as used (flat indices), else from all
-        self.usable = None if scene.masks is None else torch.cat([m.reshape(-1) for m in scene.masks]).nonzero()[:, 0].to(device)
+        masks = scene.masks
+        self.usable = None if masks is None else torch.cat([m.reshape(-1) for m in masks]).nonzero()[:, 0].to(device)
         if self.usable is not None and len(self.usable) == 0:
             raise FieldforgeError(f"{scene.source}: the masks leave no training pixel")
         self.generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -227,7 +232,7 @@ class RadianceMethod(Method):
         c = self.config
         out = render_rays(self.field, self.estimator, rays, background, self.step_size, self.near, self.far,
                           stratified=True, early_stop_eps=c.early_stop_eps, alpha_thre=self.alpha_thre,
-                          generator=self.generator, n_far=self.n_far, return_samples=c.distortion > 0)
+                          generator=self.generator, n_far=self.n_far, return_samples=self.distortion_weight > 0)
         return out, self.regularizer()
 
     def _distortion(self, out: dict[str, Tensor], n_rays: int) -> Tensor:
@@ -257,7 +262,9 @@ class RadianceMethod(Method):
             gt = px
         out, reg = self._objective(self._train_forward, rays, bg)
         mse_t = torch.mean((out["rgb"] - gt) ** 2)
-        data_t = mse_t if c.distortion <= 0 else mse_t + c.distortion * self._distortion(out, len(rays))
+        data_t = mse_t
+        if self.distortion_weight > 0:
+            data_t = data_t + self.distortion_weight * self._distortion(out, len(rays))
         weight = frac * distributed.world_size()  # DDP averages over ranks: each ray weighs 1 / batch
         loss = data_t * weight if reg is None else data_t * weight + reg
         self.optimizer.zero_grad(set_to_none=True)
