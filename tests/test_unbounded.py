@@ -103,9 +103,9 @@ def test_unbounded_turns_on_for_real_captures_with_a_contracting_field():
     rgba = tiny_scene()
     real = dataclasses.replace(rgba, images=[im[..., :3].clone() for im in rgba.images], format="colmap")
     on = cls(dataclasses.replace(cls.Config(), **small), real, torch.device("cpu"))
-    assert on.n_far == 32 and on.alpha_thre == 1e-2 and on.distortion_weight == 1e-2 and on.field.unbounded
+    assert on.n_far == 32 and on.alpha_thre == 1e-2 and on.field.unbounded
     plain = cls(dataclasses.replace(cls.Config(), **small), rgba, torch.device("cpu"))
-    assert plain.n_far == 0 and plain.alpha_thre == 0.0 and plain.distortion_weight == 0.0
+    assert plain.n_far == 0 and plain.alpha_thre == 0.0
     off = cls(dataclasses.replace(cls.Config(), unbounded="off", **small), real, torch.device("cpu"))
     assert off.n_far == 0 and not off.field.unbounded
     nerf = get_method("nerf")
