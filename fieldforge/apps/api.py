@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fieldforge.apps.training.launch import DEFAULT_METHOD, TrainRequest, launch
+from fieldforge.apps.training.launch import TrainRequest, launch
 from fieldforge.apps.training.run import is_run
 from fieldforge.errors import DataError
 from fieldforge.scenes import Cameras, Scene, background_rgb
@@ -113,6 +113,6 @@ def train(data: str | Path | None = None, *, method: str | None = None, out: str
                                  teacher=None if teacher is None else str(teacher),
                                  checkpoint_seconds=checkpoint_seconds, quiet=quiet)
     code = launch(request, prepare=prepared)
-    run = Run(Path(request.out or f"runs/{request.method or DEFAULT_METHOD}"), device)
+    run = Run(request.run_dir, device)
     run.exit_code = code
     return run

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fieldforge.apps.training.ply_scene import parse_up
 from fieldforge.apps.viewer.session import ViewerOptions, serve
 
 
@@ -46,5 +47,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    serve(Path(args.run), viewer_options(args), args.device, Path(args.path_file) if args.path_file else None, args.up)
+    serve(Path(args.run), viewer_options(args), args.device, Path(args.path_file) if args.path_file else None,
+          parse_up(args.up))
     return 0

@@ -30,6 +30,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from fieldforge.apps.training.files import staged
+from fieldforge.apps.training.ply_scene import load_renderable
 from fieldforge.errors import FieldforgeError
 from fieldforge.limits import MAX_FRAMES, check_image_size, check_memory
 from fieldforge.scenes import Cameras, Scene, background_rgb, paths
@@ -151,20 +152,8 @@ def renderer(target: Path, device: str = "auto", background: Tensor | None = Non
     """The RGB renderer of a run folder or a 3DGS ``.ply`` and the scene of its cameras.
     ``background`` defaults to the run's scene background (white for a .ply); ``up`` is the up
     axis of a camera-less .ply's ring (:func:`fieldforge.apps.training.ply_scene.ply_scene`)."""
-    if target.suffix.lower() == ".ply":
-        from fieldforge.apps.training.ply_scene import ply_scene
-        from fieldforge.apps.training.run import resolve_device
-
-        if not target.is_file():
-            raise FieldforgeError(f"{target}: file not found")
-        method, scene, note = ply_scene(target, resolve_device(device), up)
-        print(note)
-        default = "white"
-    else:
-        from fieldforge.apps.training.run import load_run
-
-        method, _, scene = load_run(target, device)
-        default = scene.background
+    method, scene = load_renderable(target, device, up)
+    default = "white" if target.suffix.lower() == ".ply" else scene.background
     bg = (background_rgb(default) if background is None else background).to(method.device)
 
     def render(cam: Cameras) -> Tensor:

@@ -71,6 +71,11 @@ class TrainRequest:
         """The request of the options given; None means not given (the default above)."""
         return cls(**{k: v for k, v in options.items() if v is not None})
 
+    @property
+    def run_dir(self) -> Path:
+        """The run folder: ``out``, by default ``runs/<method>``."""
+        return Path(self.out or f"runs/{self.method or DEFAULT_METHOD}")
+
 
 def launch(request: TrainRequest, prepare: Callable[[Path, Path], Path] | None = None, live: Live | None = None) -> int:
     """Train the run ``request`` describes; the exit code (0, or 128 + the signal that stopped it).
@@ -79,7 +84,7 @@ def launch(request: TrainRequest, prepare: Callable[[Path, Path], Path] | None =
     processed into ``out/data``); ``live`` is a live viewer (on rank 0). The run folder is locked
     while it trains.
     """
-    out = Path(request.out or f"runs/{request.method or DEFAULT_METHOD}")
+    out = request.run_dir
     request = dataclasses.replace(request, out=str(out))
     if not request.resume:
         check_new_run(out)

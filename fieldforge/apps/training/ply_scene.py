@@ -176,3 +176,18 @@ def ply_scene(ply: str | Path, device: torch.device, up: Tensor | None = None) -
                   splits={"train": torch.arange(len(cameras))}, bounds=torch.stack([lo, hi]),
                   format="3dgs-ply", source=ply)
     return method, scene, note
+
+
+def load_renderable(target: Path, device: str = "auto", up: Tensor | None = None) -> tuple[Method, Scene]:
+    """A run folder, or a 3DGS ``.ply`` (:func:`ply_scene`, its note printed), as the method that
+    renders it and the scene of its cameras."""
+    from fieldforge.apps.training.run import load_run, resolve_device
+
+    if target.suffix.lower() != ".ply":
+        method, _, scene = load_run(target, device)
+        return method, scene
+    if not target.is_file():
+        raise FieldforgeError(f"{target}: file not found")
+    method, scene, note = ply_scene(target, resolve_device(device), up)
+    print(note)
+    return method, scene

@@ -23,8 +23,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from torch import Tensor
+
 from fieldforge.apps.training.methods.base import Method
-from fieldforge.apps.training.run import RunDir, load_run
+from fieldforge.apps.training.ply_scene import load_renderable
+from fieldforge.apps.training.run import RunDir
 from fieldforge.errors import FieldforgeError
 from fieldforge.scenes import Scene
 
@@ -87,24 +90,19 @@ def live_viewer(options: ViewerOptions, method: Method, scene: Scene, run: RunDi
 
 
 def serve(target: Path, options: ViewerOptions, device: str = "auto", path_file: Path | None = None,
-          up: str | None = None) -> None:
+          up: Tensor | None = None) -> None:
     """Serve a viewer of the run folder or 3DGS ``.ply`` at ``target`` until Ctrl-C. The camera
     path is saved to ``path_file`` (default ``RUN/camera_path.json`` or ``<stem>_camera_path.json``
-    beside the .ply); ``up`` ("X,Y,Z") is the up axis of a .ply's starting orbit."""
+    beside the .ply); ``up`` is the up axis of a camera-less .ply's starting orbit."""
     from fieldforge.apps.viewer.server import Viewer
 
     options.check()
     port = claim_port(options.host, options.port)  # before the run loads: a taken port fails at once
-    if target.suffix.lower() == ".ply":
-        from fieldforge.apps.training.ply_scene import parse_up, ply_scene
-        from fieldforge.apps.training.run import resolve_device
-
-        method, scene, note = ply_scene(target, resolve_device(device), parse_up(up))
-        print(note)
-        path_file = path_file or target.with_name(f"{target.stem}_camera_path.json")
-    else:
-        method, _, scene = load_run(target, device)
-        path_file = path_file or RunDir(target).root / "camera_path.json"
+    method, scene = load_renderable(target, device, up)
+    if path_file is None:
+        ply = target.suffix.lower() == ".ply"
+        path_file = (target.with_name(f"{target.stem}_camera_path.json") if ply
+                     else RunDir(target).root / "camera_path.json")
     viewer = Viewer(method, scene, options.host, port, max_size=options.max_size,
                     moving_size=options.moving_size, path_file=path_file)
     print(f"viewer of {target}: {viewer.url} (Ctrl-C to stop)", flush=True)

@@ -22,8 +22,8 @@ from fieldforge.render.occupancy import OccupancyGrid
 
 
 def load_teacher(run: str | Path, device: torch.device) -> tuple[Field, OccupancyGrid]:
-    """The frozen field of a trained field run and its occupancy grid, loaded once (by the
-    training layer, which hands the field to the student). One-line errors for a missing run or
+    """The field of a trained field run (in eval mode) and its occupancy grid, loaded once (by the
+    training layer, which hands the field to the student; :class:`Teacher` freezes it). One-line errors for a missing run or
     checkpoint, an unknown method, or a run that is not a field (e.g. Gaussian splats)."""
     from fieldforge.apps.training.run import load_run
 
@@ -35,7 +35,7 @@ def load_teacher(run: str | Path, device: torch.device) -> tuple[Field, Occupanc
     if field is None:
         raise FieldforgeError(f"teacher {run}: a {method.name!r} run has no field to distil from; "
                               f"use the run of a field method ({', '.join(field_methods())})")
-    return field.eval().requires_grad_(False), method.estimator
+    return field, method.estimator
 
 
 def occupied_bounds(grid: OccupancyGrid) -> list[float]:
