@@ -92,10 +92,12 @@ def _scratch(d):
 @jit
 def _forward_points(x, table, scales, mult, sizes, offsets, n_dense, smooth, start, end, out):
     """out[n, l F + f] = sum_c wts[c] table[offset_l + rows[c], f] for start <= n < end, summed over
-    corners in order with one rounding per term (the reference's addcmul)."""
+    corners in order with one rounding per term (the reference's addcmul). A sub-block's sums are
+    carried in a contiguous [F, SUB] buffer and written to ``out`` once per level."""
     d = x.shape[1]
     n_feat = table.shape[1]
     lo, hi, w, dw, rows, wts = _scratch(d)
+    acc = np.empty((n_feat, SUB), np.float32)
     for lvl in range(scales.shape[0]):
         base, size, hashed, col = offsets[lvl], sizes[lvl], lvl >= n_dense, lvl * n_feat
         for n0 in range(start, end, SUB):
@@ -103,11 +105,13 @@ def _forward_points(x, table, scales, mult, sizes, offsets, n_dense, smooth, sta
             _axes(x, n0, nb, scales[lvl], mult[lvl], hashed, size, smooth, lo, hi, w, dw)
             for c in range(1 << d):
                 _corner(c, nb, hashed, size, lo, hi, w, rows, wts)
-                for j in range(nb):
-                    r = base + rows[j]
-                    for f in range(n_feat):
-                        v = np.float64(wts[j]) * np.float64(table[r, f])
-                        out[n0 + j, col + f] = np.float32(v if c == 0 else out[n0 + j, col + f] + v)
+                for f in range(n_feat):
+                    for j in range(nb):
+                        v = np.float64(wts[j]) * np.float64(table[base + rows[j], f])
+                        acc[f, j] = np.float32(v if c == 0 else acc[f, j] + v)
+            for j in range(nb):
+                for f in range(n_feat):
+                    out[n0 + j, col + f] = acc[f, j]
 
 
 @jit
