@@ -8,8 +8,9 @@ Splatting for Real-Time Radiance Field Rendering", arXiv:2308.04079): e = 0.5 (a
 skip if e < 0 or alpha < alpha_threshold; stop, excluding the Gaussian, once T (1 - alpha) <=
 t_threshold. Colour = sum w_i c_i + T_final bg over D channels, alpha = 1 - T_final.
 
-Forward: one thread per tile (prange over tiles), writing that tile's pixels only. The tile's
-list is walked once, front to back; each Gaussian visits only the tile's pixels inside the
+Tiles are dealt to the threads round robin, forward and backward (neighbouring tiles, which cost
+alike, go to different threads, so an object in one part of the image leaves no thread idle).
+Forward: a tile's work writes that tile's pixels only. The tile's list is walked once, front to back; each Gaussian visits only the tile's pixels inside the
 bounding box of its ellipse alpha >= alpha_threshold, so the work is about the number of
 (pixel, Gaussian) overlaps, whatever the tile size. Each pixel keeps its final transmittance and
 the number of list entries up to its last blended one (gsplat's ``last_ids``). Backward: the list
@@ -86,122 +87,140 @@ def _alpha(p, px, py, alpha_threshold, max_alpha):
     return min(raw, max_alpha), g, raw < max_alpha, dx, dy
 
 
+@jit
+def _forward_tile(t, offsets, packed, bg, tiles_x, tile_size, alpha_threshold, max_alpha, t_threshold, rgb,
+                  t_final, n_walk):
+    """The forward of tile ``t`` (its pixels of rgb, t_final and n_walk only)."""
+    height, width, n_ch = rgb.shape
+    s, n = offsets[t], offsets[t + 1] - offsets[t]
+    x0, y0 = (t % tiles_x) * tile_size, (t // tiles_x) * tile_size
+    x1, y1 = min(x0 + tile_size, width), min(y0 + tile_size, height)
+    for y in range(y0, y1):
+        for x in range(x0, x1):
+            t_final[y, x] = 1.0
+            n_walk[y, x] = 0
+    live = (x1 - x0) * (y1 - y0)
+    for j in range(n):
+        p = packed[s + j]
+        xa, xb = _span(p[0], p[7], x0, x1)
+        ya, yb = _span(p[1], p[8], y0, y1)
+        for y in range(ya, yb):
+            py = np.float32(y) + np.float32(0.5)
+            for x in range(xa, xb):
+                T = t_final[y, x]
+                if T < 0:  # stopped
+                    continue
+                a = _alpha(p, np.float32(x) + np.float32(0.5), py, alpha_threshold, max_alpha)[0]
+                if a == 0:
+                    continue
+                t_next = T * (np.float32(1.0) - a)
+                if t_next <= t_threshold:
+                    t_final[y, x] = -T  # stopped with transmittance T (> t_threshold > 0)
+                    live -= 1
+                    continue
+                w = a * T
+                for d in range(n_ch):
+                    rgb[y, x, d] += w * p[_GEOM + d]
+                t_final[y, x] = t_next
+                n_walk[y, x] = j + 1
+        if live == 0:
+            break
+    for y in range(y0, y1):
+        for x in range(x0, x1):
+            T = t_final[y, x]
+            if T < 0:
+                T = -T
+                t_final[y, x] = T
+            for d in range(n_ch):
+                rgb[y, x, d] += T * bg[d]
+
+
 @pjit
 def _forward(offsets, packed, bg, tiles_x, tile_size, alpha_threshold, max_alpha, t_threshold,
-             rgb, t_final, n_walk):
+             rgb, t_final, n_walk, n_workers):
     """rgb [H, W, D] (zeros on entry), t_final [H, W], n_walk [H, W] (entries up to the last
     blended). Per tile, the list is walked once front to back, each Gaussian visiting the tile's
     live pixels inside its extents; the walk ends when every pixel has stopped."""
-    height, width, n_ch = rgb.shape
-    for t in numba.prange(offsets.size - 1):
-        s, n = offsets[t], offsets[t + 1] - offsets[t]
-        x0, y0 = (t % tiles_x) * tile_size, (t // tiles_x) * tile_size
-        x1, y1 = min(x0 + tile_size, width), min(y0 + tile_size, height)
-        for y in range(y0, y1):
-            for x in range(x0, x1):
-                t_final[y, x] = 1.0
-                n_walk[y, x] = 0
-        live = (x1 - x0) * (y1 - y0)
-        for j in range(n):
-            p = packed[s + j]
-            xa, xb = _span(p[0], p[7], x0, x1)
-            ya, yb = _span(p[1], p[8], y0, y1)
-            for y in range(ya, yb):
-                py = np.float32(y) + np.float32(0.5)
-                for x in range(xa, xb):
-                    T = t_final[y, x]
-                    if T < 0:  # stopped
-                        continue
-                    a = _alpha(p, np.float32(x) + np.float32(0.5), py, alpha_threshold, max_alpha)[0]
-                    if a == 0:
-                        continue
-                    t_next = T * (np.float32(1.0) - a)
-                    if t_next <= t_threshold:
-                        t_final[y, x] = -T  # stopped with transmittance T (> t_threshold > 0)
-                        live -= 1
-                        continue
-                    w = a * T
-                    for d in range(n_ch):
-                        rgb[y, x, d] += w * p[_GEOM + d]
-                    t_final[y, x] = t_next
-                    n_walk[y, x] = j + 1
-            if live == 0:
-                break
-        for y in range(y0, y1):
-            for x in range(x0, x1):
-                T = t_final[y, x]
-                if T < 0:
-                    T = -T
-                    t_final[y, x] = T
+    for w in numba.prange(n_workers):  # tiles round robin: neighbouring tiles cost alike
+        for t in range(w, offsets.size - 1, n_workers):
+            _forward_tile(t, offsets, packed, bg, tiles_x, tile_size, alpha_threshold, max_alpha, t_threshold, rgb,
+                          t_final, n_walk)
+
+
+@jit
+def _backward_tile(t, offsets, packed, bg, tiles_x, tile_size, alpha_threshold, max_alpha, t_final, n_walk, g_rgb,
+                   g_alpha, partial, g_bg_tile):
+    """The backward of tile ``t`` (the rows of its intersections in ``partial`` and row t of ``g_bg_tile``)."""
+    height, width, n_ch = g_rgb.shape
+    s = offsets[t]
+    x0, y0 = (t % tiles_x) * tile_size, (t // tiles_x) * tile_size
+    x1, y1 = min(x0 + tile_size, width), min(y0 + tile_size, height)
+    T = np.empty((y1 - y0, x1 - x0))  # transmittance behind the current entry
+    g_tail = np.empty((y1 - y0, x1 - x0))  # g . (colour behind it) + (g . bg - g_alpha) T_final
+    g_col = np.empty(n_ch)
+    deepest = 0
+    for d in range(n_ch):
+        g_bg_tile[t, d] = 0.0
+    for y in range(y0, y1):
+        for x in range(x0, x1):
+            tf = np.float64(t_final[y, x])
+            acc = -np.float64(g_alpha[y, x])
+            for d in range(n_ch):
+                g_bg_tile[t, d] += g_rgb[y, x, d] * tf
+                acc += g_rgb[y, x, d] * bg[d]
+            T[y - y0, x - x0] = tf
+            g_tail[y - y0, x - x0] = acc * tf
+            deepest = max(deepest, n_walk[y, x])
+    for j in range(deepest - 1, -1, -1):
+        k = s + j
+        p = packed[k]
+        xa, xb = _span(p[0], p[7], x0, x1)
+        ya, yb = _span(p[1], p[8], y0, y1)
+        g_mx = g_my = g_ca = g_cb = g_cc = g_o = 0.0
+        for d in range(n_ch):
+            g_col[d] = 0.0
+        for y in range(ya, yb):
+            py = np.float32(y) + np.float32(0.5)
+            for x in range(xa, xb):
+                if j >= n_walk[y, x]:
+                    continue
+                a, g, unclamped, dx, dy = _alpha(p, np.float32(x) + np.float32(0.5), py, alpha_threshold, max_alpha)
+                if a == 0:
+                    continue
+                inv = 1.0 / (1.0 - np.float64(a))
+                Ti = T[y - y0, x - x0] * inv  # transmittance in front of this Gaussian
+                w = a * Ti
+                gc = 0.0
                 for d in range(n_ch):
-                    rgb[y, x, d] += T * bg[d]
+                    gc += g_rgb[y, x, d] * p[_GEOM + d]
+                    g_col[d] += w * g_rgb[y, x, d]
+                g_a = Ti * gc - g_tail[y - y0, x - x0] * inv  # dL/dalpha
+                g_tail[y - y0, x - x0] += w * gc
+                T[y - y0, x - x0] = Ti
+                if unclamped:
+                    g_e = -g_a * a  # alpha = o exp(-e)
+                    g_mx += g_e * (p[2] * dx + p[3] * dy)
+                    g_my += g_e * (p[4] * dy + p[3] * dx)
+                    g_ca += 0.5 * g_e * dx * dx
+                    g_cb += g_e * dx * dy
+                    g_cc += 0.5 * g_e * dy * dy
+                    g_o += g_a * g
+        partial[k, 0], partial[k, 1], partial[k, 2] = g_mx, g_my, g_ca
+        partial[k, 3], partial[k, 4], partial[k, 5] = g_cb, g_cc, g_o
+        for d in range(n_ch):
+            partial[k, _GRAD + d] = g_col[d]
 
 
 @pjit
 def _backward(offsets, packed, bg, tiles_x, tile_size, alpha_threshold, max_alpha, t_final, n_walk,
-              g_rgb, g_alpha, partial, g_bg_tile):
+              g_rgb, g_alpha, partial, g_bg_tile, n_workers):
     """Per-intersection partial gradients ``partial`` [n_isects, 6 + D] (zeros on entry) and
     per-tile background gradients ``g_bg_tile`` [tiles, D]. Per tile, the list is walked back to
     front from the deepest blended entry; each pixel takes part from its own last blended entry on."""
-    height, width, n_ch = g_rgb.shape
-    for t in numba.prange(offsets.size - 1):
-        s = offsets[t]
-        x0, y0 = (t % tiles_x) * tile_size, (t // tiles_x) * tile_size
-        x1, y1 = min(x0 + tile_size, width), min(y0 + tile_size, height)
-        T = np.empty((y1 - y0, x1 - x0))  # transmittance behind the current entry
-        g_tail = np.empty((y1 - y0, x1 - x0))  # g . (colour behind it) + (g . bg - g_alpha) T_final
-        g_col = np.empty(n_ch)
-        deepest = 0
-        for d in range(n_ch):
-            g_bg_tile[t, d] = 0.0
-        for y in range(y0, y1):
-            for x in range(x0, x1):
-                tf = np.float64(t_final[y, x])
-                acc = -np.float64(g_alpha[y, x])
-                for d in range(n_ch):
-                    g_bg_tile[t, d] += g_rgb[y, x, d] * tf
-                    acc += g_rgb[y, x, d] * bg[d]
-                T[y - y0, x - x0] = tf
-                g_tail[y - y0, x - x0] = acc * tf
-                deepest = max(deepest, n_walk[y, x])
-        for j in range(deepest - 1, -1, -1):
-            k = s + j
-            p = packed[k]
-            xa, xb = _span(p[0], p[7], x0, x1)
-            ya, yb = _span(p[1], p[8], y0, y1)
-            g_mx = g_my = g_ca = g_cb = g_cc = g_o = 0.0
-            for d in range(n_ch):
-                g_col[d] = 0.0
-            for y in range(ya, yb):
-                py = np.float32(y) + np.float32(0.5)
-                for x in range(xa, xb):
-                    if j >= n_walk[y, x]:
-                        continue
-                    a, g, unclamped, dx, dy = _alpha(p, np.float32(x) + np.float32(0.5), py, alpha_threshold, max_alpha)
-                    if a == 0:
-                        continue
-                    inv = 1.0 / (1.0 - np.float64(a))
-                    Ti = T[y - y0, x - x0] * inv  # transmittance in front of this Gaussian
-                    w = a * Ti
-                    gc = 0.0
-                    for d in range(n_ch):
-                        gc += g_rgb[y, x, d] * p[_GEOM + d]
-                        g_col[d] += w * g_rgb[y, x, d]
-                    g_a = Ti * gc - g_tail[y - y0, x - x0] * inv  # dL/dalpha
-                    g_tail[y - y0, x - x0] += w * gc
-                    T[y - y0, x - x0] = Ti
-                    if unclamped:
-                        g_e = -g_a * a  # alpha = o exp(-e)
-                        g_mx += g_e * (p[2] * dx + p[3] * dy)
-                        g_my += g_e * (p[4] * dy + p[3] * dx)
-                        g_ca += 0.5 * g_e * dx * dx
-                        g_cb += g_e * dx * dy
-                        g_cc += 0.5 * g_e * dy * dy
-                        g_o += g_a * g
-            partial[k, 0], partial[k, 1], partial[k, 2] = g_mx, g_my, g_ca
-            partial[k, 3], partial[k, 4], partial[k, 5] = g_cb, g_cc, g_o
-            for d in range(n_ch):
-                partial[k, _GRAD + d] = g_col[d]
+    for w in numba.prange(n_workers):
+        for t in range(w, offsets.size - 1, n_workers):
+            _backward_tile(t, offsets, packed, bg, tiles_x, tile_size, alpha_threshold, max_alpha, t_final, n_walk,
+                           g_rgb, g_alpha, partial, g_bg_tile)
 
 
 @jit
@@ -263,7 +282,7 @@ class Composite(torch.autograd.Function):
         t_final = torch.empty(height, width, dtype=f32)
         n_walk = torch.empty(height, width, dtype=torch.int32)
         kernels.call(_forward, offsets_np, packed, bg, tiles_x, tile_size, alpha_threshold, max_alpha,
-                     t_threshold, rgb.numpy(), t_final.numpy(), n_walk.numpy())
+                     t_threshold, rgb.numpy(), t_final.numpy(), n_walk.numpy(), kernels.threads())
         ctx.state = (offsets_np, ids_np, packed, bg, tiles_x, tile_size, alpha_threshold, max_alpha,
                      means2d.shape[0])
         ctx.save_for_backward(t_final, n_walk)
@@ -279,7 +298,8 @@ class Composite(torch.autograd.Function):
         name = "composite_tiles backward"
         kernels.call(_backward, offsets, packed, bg, tiles_x, tile_size, alpha_threshold, max_alpha,
                      t_final.numpy(), n_walk.numpy(), kernels.as_array(g_rgb, torch.float32, "grad colour", name),
-                     kernels.as_array(g_alpha[..., 0], torch.float32, "grad alpha", name), partial, g_bg_tile)
+                     kernels.as_array(g_alpha[..., 0], torch.float32, "grad alpha", name), partial, g_bg_tile,
+                     kernels.threads())
         start, order = kernels.call(_by_gaussian, ids, m)
         grads = torch.empty(m, _GRAD + n_ch, dtype=torch.float32)
         g_bg = torch.empty(n_ch, dtype=torch.float32)
