@@ -108,6 +108,35 @@ def test_traversal_sees_in_place_grid_changes(monkeypatch):
     assert len(ref[0]) > 0 and all(torch.equal(a, b) for a, b in zip(fast, ref))
 
 
+@pytest.mark.parametrize("levels,res,p_empty", [(1, 16, 0.5), (2, 8, 0.7), (1, 32, 0.99)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_walking_a_few_samples_at_a_time_gives_every_sample_once(monkeypatch, levels, res, p_empty, threads):
+    """``lattice().advance`` in uneven steps over uneven subsets of rays, on both paths, yields per
+    ray exactly the samples of ``all()`` (which equals ``sample``), in order."""
+    g = torch.Generator().manual_seed(res)
+    grid = OccupancyGrid(AABB, resolution=res, levels=levels)
+    grid.binaries = torch.rand(levels, res, res, res, generator=g) > p_empty
+    rays = _rays(300, g)
+    for name in ("numba", "torch"):
+        with _backend(monkeypatch, name, threads):
+            want_r, want_t = grid.sample(rays, render_step_size=0.02)[:2]
+            lattice = grid.lattice(rays, render_step_size=0.02)
+            got: list[list[float]] = [[] for _ in range(len(rays))]
+            alive, step = torch.arange(len(rays)), 1
+            while len(alive):
+                group = alive[torch.randperm(len(alive), generator=g)][: max(1, len(alive) * 2 // 3)]
+                t, n = lattice.advance(group, step)
+                assert t.shape == (len(group), step) and bool((n <= step).all())
+                for r, row, k in zip(group.tolist(), t, n.tolist()):
+                    got[r] += row[:k].tolist()
+                done = group[n < step]  # fewer than asked: the ray has no more
+                alive = alive[~torch.isin(alive, done)]
+                step = step % 5 + 1
+        for r in range(len(rays)):
+            assert got[r] == want_t[want_r == r].tolist(), (name, r)
+    assert len(want_r) > 0
+
+
 # ------------------------------------------------------------------------------------ compositing
 def _packed(counts, g, scale=3.0):
     counts = torch.tensor(counts)

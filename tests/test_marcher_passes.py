@@ -16,7 +16,7 @@ class Blobs(Field):
 
     def __init__(self, peak: float):
         super().__init__(torch.tensor([[-1.0, -1, -1], [1, 1, 1]]))
-        self.peak, self.evaluated = peak, 0
+        self.peak, self.evaluated, self.calls = peak, 0, 0
 
     def density(self, x, t=None):
         c = torch.tensor([[0.3, 0.0, 0.0], [-0.4, 0.2, 0.1]])
@@ -24,7 +24,7 @@ class Blobs(Field):
         return (self.peak * torch.exp(-r2 / 0.05)).sum(-1, keepdim=True)
 
     def forward(self, x, d, t=None):
-        self.evaluated += len(x)
+        self.evaluated, self.calls = self.evaluated + len(x), self.calls + 1
         return {"density": self.density(x), "rgb": torch.sigmoid(3 * x + d), "normals_dummy": x.abs()}
 
 
@@ -44,14 +44,47 @@ def test_passes_match_render_rays_within_the_termination_threshold(peak, eps, pe
     grid, rays, bg = _setup(field, 512, 0)
     with torch.no_grad():
         ref = render_rays(field, grid, rays, bg, 0.01, 0.5, 6.0, early_stop_eps=eps)
+        evaluated, calls = {}, {}
+        for grow in (False, True):
+            field.evaluated = field.calls = 0
+            got = render_rays_passes(field, grid, rays, bg, 0.01, 0.5, 6.0, early_stop_eps=eps, per_pass=per_pass,
+                                     max_points=64 * per_pass, grow=grow)
+            evaluated[grow], calls[grow] = field.evaluated, field.calls
+            for k in ("rgb", "opacity", "normals_dummy"):  # the same samples composited: equal up to rounding
+                assert (got[k] - ref[k]).abs().max() <= 2e-5, (k, grow)
+            hit = ref["opacity"][:, 0] > 0.5
+            assert (got["depth"][hit] - ref["depth"][hit]).abs().max() < 1e-4
+    # fixed passes evaluate every sample once, at most per_pass - 1 per ray past those render_rays kept
+    assert int(ref["num_samples"]) <= evaluated[False] <= int(ref["num_samples"]) + (per_pass - 1) * len(rays)
+    # growing passes: fewer, larger calls (each of at most max_points samples) once rays terminate
+    assert calls[True] < calls[False] and evaluated[True] <= calls[True] * 64 * per_pass
+
+
+class FoggyBlobs(Blobs):
+    """Blobs in a thin fog that fills all of space (so the samples beyond the grid's box count)."""
+
+    def density(self, x, t=None):
+        return super().density(x) + 0.2
+
+
+@pytest.mark.parametrize("kernels", ["numba", "torch"])
+@pytest.mark.parametrize("per_pass", [3, 8])
+def test_far_samples_follow_the_grid_samples_within_a_pass(monkeypatch, kernels, per_pass):
+    """Unbounded rendering: a ray's far samples continue its march in the pass where its grid
+    samples run out; the image equals render_rays' with the same far samples, on both paths."""
+    monkeypatch.setenv("FIELDFORGE_KERNELS", kernels)
+    field = FoggyBlobs(3.0)
+    grid, rays, bg = _setup(field, 256, 2)
+    with torch.no_grad():
+        ref = render_rays(field, grid, rays, bg, 0.01, 0.5, 12.0, n_far=6)
         field.evaluated = 0
-        got = render_rays_passes(field, grid, rays, bg, 0.01, 0.5, 6.0, early_stop_eps=eps, per_pass=per_pass)
-    for k in ("rgb", "opacity", "normals_dummy"):  # the same samples composited: equal up to rounding
+        got = render_rays_passes(field, grid, rays, bg, 0.01, 0.5, 12.0, per_pass=per_pass, n_far=6,
+                                 max_points=32 * per_pass)
+    for k in ("rgb", "opacity", "normals_dummy"):
         assert (got[k] - ref[k]).abs().max() <= 2e-5, k
-    hit = ref["opacity"][:, 0] > 0.5
-    assert (got["depth"][hit] - ref["depth"][hit]).abs().max() < 1e-4
-    # every sample evaluated once: at most per_pass - 1 per ray past those render_rays kept
-    assert int(ref["num_samples"]) <= field.evaluated <= int(ref["num_samples"]) + (per_pass - 1) * len(rays)
+    assert int(ref["num_samples"]) <= field.evaluated
+    near_only = render_rays(field, grid, rays, bg, 0.01, 0.5, 12.0)
+    assert (near_only["opacity"] - ref["opacity"]).abs().max() > 0.1  # the far samples matter here
 
 
 class SplitBlobs(Blobs):

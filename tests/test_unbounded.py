@@ -52,11 +52,28 @@ def test_far_samples_tile_box_exit_to_far_evenly_in_disparity():
         disparity = 1 / torch.cat([s, e[-1:]]).double()
         assert torch.allclose(disparity.diff(), disparity.diff()[:1].expand(4), rtol=1e-4)
     grid = (torch.tensor([0, 0, 1]), torch.tensor([0.1, 0.2, 0.2]), torch.tensor([0.2, 0.3, 0.3]))
-    mi, ms, me = merge_packed(grid, (ri, ts, te))
+    mi, ms, me = merge_packed(grid, (ri, ts, te), 2)
     assert mi.tolist() == [0] * 6 + [1] * 5
     assert ms[mi == 0][:2].tolist() == pytest.approx([0.1, 0.2]) and ms[mi == 1][0] == pytest.approx(0.2)
     for r in (0, 1):
         assert (ms[mi == r].diff() > 0).all()  # front to back: the grid's samples, then the far ones
+
+
+def test_merge_packed_equals_a_stable_sort_of_both_lists():
+    g = torch.Generator().manual_seed(0)
+
+    def packed(n_rays: int):
+        counts = torch.randint(0, 4, (n_rays,), generator=g)
+        ri = torch.repeat_interleave(torch.arange(n_rays), counts)
+        return ri, torch.rand(len(ri), generator=g), torch.rand(len(ri), generator=g)
+
+    a, b = packed(50), packed(50)
+    order = torch.sort(torch.cat([a[0], b[0]]), stable=True).indices  # each ray: a's samples, then b's
+    expected = [torch.cat([x, y])[order] for x, y in zip(a, b)]
+    for got, want in zip(merge_packed(a, b, 50), expected):
+        assert torch.equal(got, want)
+    empty = (torch.zeros(0, dtype=torch.long), torch.zeros(0), torch.zeros(0))
+    assert all(torch.equal(x, y) for x, y in zip(merge_packed(empty, b, 50), b))
 
 
 class Medium(Field):

@@ -11,7 +11,9 @@ empty cell the walk jumps to the first lattice midpoint that may leave the large
 holding it, shrunk by a float32 error bound (or, on levels >= 1, enter the next finer level's box
 grown by it), so every skipped sample provably classifies into that empty block. Two passes
 (count per ray, offsets, fill) produce the packed output without over-allocation; rays write
-disjoint ranges, so the result does not depend on the thread count.
+disjoint ranges, so the result does not depend on the thread count. The same walk, resumed from
+a lattice step kept per ray, gives the next few samples of some rays (:meth:`Lattice.advance`):
+a renderer that marches in passes finds a ray's samples only up to where it terminates.
 """
 
 from __future__ import annotations
@@ -96,9 +98,11 @@ def _empty_block(coarse, fine, lvl, c0, c1, c2, res):
 
 @jit
 def _walk(o, d, o64, d64, near, k0, k_begin, count, dt, half_dt, bins, coarse, fine, lo, size32, box_lo, box_hi,
-          cell_w, lvl_err, out_t, out_r, r, base):
-    """Kept samples of one ray among lattice steps [k_begin, count) (from k0); written from ``base``
-    on when ``out_t`` is non-empty. Returns their number and the steps of the first and last one."""
+          cell_w, lvl_err, out_t, out_r, r, base, limit):
+    """Kept samples of one ray among lattice steps [k_begin, count) (from k0), at most ``limit`` of
+    them; written from ``base`` on when ``out_t`` (and ``out_r``) are non-empty. Returns their
+    number, the steps of the first and last one, and the step the walk stopped at (``count``, or
+    the one after the ``limit``-th kept sample)."""
     levels, res = bins.shape[0], bins.shape[1]
     inv_d = (1.0 / d64[0] if d64[0] != 0 else 0.0, 1.0 / d64[1] if d64[1] != 0 else 0.0,
              1.0 / d64[2] if d64[2] != 0 else 0.0)
@@ -106,7 +110,7 @@ def _walk(o, d, o64, d64, near, k0, k_begin, count, dt, half_dt, bins, coarse, f
     ray_err = _REL_ERR * (max(abs(o64[0]), abs(o64[1]), abs(o64[2])) + t_max)
     inv_dt = 1.0 / np.float64(dt)
     n, k, first_kept, last_kept = 0, k_begin, count, 0
-    while k < count:
+    while k < count and n < limit:
         kf = np.float32(k) + k0
         t0 = near + kf * dt
         tm = t0 + half_dt
@@ -116,6 +120,7 @@ def _walk(o, d, o64, d64, near, k0, k_begin, count, dt, half_dt, bins, coarse, f
         if inside and bins[lvl, c0, c1, c2]:
             if out_t.shape[0] > 0:
                 out_t[base + n] = t0
+            if out_r.shape[0] > 0:
                 out_r[base + n] = r
             first_kept, last_kept = min(first_kept, k - 1), k - 1
             n += 1
@@ -129,7 +134,7 @@ def _walk(o, d, o64, d64, near, k0, k_begin, count, dt, half_dt, bins, coarse, f
             k_next = min(np.ceil((t_out - near) * inv_dt - 0.5) - k0, np.float64(count))
             if k_next > k:
                 k = int(k_next)
-    return n, first_kept, last_kept
+    return n, first_kept, last_kept, k
 
 
 @pjit
@@ -141,11 +146,25 @@ def _traverse(o, d, o64, d64, near, k0, count, dt, half_dt, bins, coarse, fine, 
     fill = out_t.shape[0] > 0
     for r in prange(o.shape[0]):
         k_begin, k_end = (span[r, 0], span[r, 1] + 1) if fill else (0, count[r])
-        n, first_kept, last_kept = _walk(o[r], d[r], o64[r], d64[r], near[r], k0[r], k_begin, k_end, dt, half_dt, bins,
-                                         coarse, fine, lo, size32, box_lo, box_hi, cell_w, lvl_err, out_t, out_r, r,
-                                         offsets[r] if fill else 0)
+        n, first_kept, last_kept, _ = _walk(o[r], d[r], o64[r], d64[r], near[r], k0[r], k_begin, k_end, dt, half_dt,
+                                            bins, coarse, fine, lo, size32, box_lo, box_hi, cell_w, lvl_err, out_t,
+                                            out_r, r, offsets[r] if fill else 0, k_end)
         if not fill:  # a ray without kept samples gets the empty span [0, 0): the filling pass writes nothing
             offsets[r], span[r, 0], span[r, 1] = n, (first_kept if n else 0), (last_kept if n else -1)
+
+
+@pjit
+def _advance(o, d, o64, d64, near, k0, count, dt, half_dt, bins, coarse, fine, lo, size32, box_lo, box_hi, cell_w,
+             lvl_err, rays, cursor, out_t, out_n):
+    """For each ray ``rays[i]``, the next at most ``out_t.shape[1]`` kept samples from lattice step
+    ``cursor[ray]`` on, into ``out_t[i]`` (their number into ``out_n[i]``); ``cursor`` advances past them."""
+    no_rays = np.empty(0, np.int64)
+    for i in prange(rays.shape[0]):
+        r = rays[i]
+        n, _, _, k = _walk(o[r], d[r], o64[r], d64[r], near[r], k0[r], cursor[r], count[r], dt, half_dt, bins,
+                           coarse, fine, lo, size32, box_lo, box_hi, cell_w, lvl_err, out_t[i], no_rays, r, 0,
+                           out_t.shape[1])
+        out_n[i], cursor[r] = n, k
 
 
 @pjit
@@ -181,37 +200,60 @@ def _blocks(binaries: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return _pyramid["arrays"]
 
 
-def traverse(binaries: Tensor, roi: Tensor, origins: Tensor, directions: Tensor, near_p: Tensor, k0: Tensor,
-             counts: Tensor, dt: float) -> tuple[Tensor, Tensor]:
-    """Packed (ray_indices int64, t_starts float32) of the occupied lattice samples.
+class Lattice:
+    """The occupied lattice samples of a batch of rays, walked on demand: :meth:`all` gives them at
+    once (packed), :meth:`advance` the next few of some rays at a time, from a cursor per ray.
 
     ``binaries`` [L, res, res, res] bool; ``roi`` [6] float32 (level-0 box, min then max);
     ``origins``/``directions`` [R, 3] float32; ``near_p``, ``k0`` [R] float32 (lattice anchor and
     first index); ``counts`` [R] int64 (lattice steps to test); ``dt`` the step in world units.
     """
-    name = "OccupancyGrid.sample"
-    bins, fine, coarse = _blocks(binaries)
-    roi32 = kernels.as_array(roi, torch.float32, "roi", name)
-    o = kernels.as_array(origins, torch.float32, "origins", name)
-    d = kernels.as_array(directions, torch.float32, "directions", name)
-    o64, d64 = o.astype(np.float64), d.astype(np.float64)
-    near = kernels.as_array(near_p, torch.float32, "near_p", name)
-    kk = kernels.as_array(k0, torch.float32, "k0", name)
-    cnt = kernels.as_array(counts, torch.int64, "counts", name)
-    lo, size32 = roi32[:3].copy(), roi32[3:] - roi32[:3]
-    # level l covers centre -+ size 2**l / 2 (float64, exact up to the error bound)
-    center, size = (roi32[:3].astype(np.float64) + roi32[3:]) / 2, roi32[3:].astype(np.float64) - roi32[:3]
-    ext = 2.0 ** np.arange(bins.shape[0])[:, None] * size
-    box_lo, box_hi, cell_w = center - ext / 2, center + ext / 2, ext / bins.shape[1]
-    lvl_err = _REL_ERR * (np.abs(center).max() + ext.max(1))
-    args = (o, d, o64, d64, near, kk, cnt, np.float32(dt), np.float32(0.5 * dt), bins, coarse, fine, lo, size32,
-            box_lo, box_hi, cell_w, lvl_err)
-    n_rays = o.shape[0]
-    per_ray, span = torch.zeros(n_rays, dtype=torch.int64), np.zeros((n_rays, 2), np.int64)
-    kernels.call(_traverse, *args, per_ray.numpy(), span, np.empty(0, np.float32), np.empty(0, np.int64))
-    offsets = torch.cumsum(per_ray, 0) - per_ray
-    total = int(per_ray.sum())
-    t_starts, ray_indices = torch.empty(total, dtype=torch.float32), torch.empty(total, dtype=torch.int64)
-    if total:
-        kernels.call(_traverse, *args, offsets.numpy(), span, t_starts.numpy(), ray_indices.numpy())
-    return ray_indices, t_starts
+
+    def __init__(self, binaries: Tensor, roi: Tensor, origins: Tensor, directions: Tensor, near_p: Tensor,
+                 k0: Tensor, counts: Tensor, dt: float):
+        name = "OccupancyGrid.sample"
+        bins, fine, coarse = _blocks(binaries)
+        roi32 = kernels.as_array(roi, torch.float32, "roi", name)
+        o = kernels.as_array(origins, torch.float32, "origins", name)
+        d = kernels.as_array(directions, torch.float32, "directions", name)
+        near = kernels.as_array(near_p, torch.float32, "near_p", name)
+        kk = kernels.as_array(k0, torch.float32, "k0", name)
+        cnt = kernels.as_array(counts, torch.int64, "counts", name)
+        lo, size32 = roi32[:3].copy(), roi32[3:] - roi32[:3]
+        # level l covers centre -+ size 2**l / 2 (float64, exact up to the error bound)
+        center, size = (roi32[:3].astype(np.float64) + roi32[3:]) / 2, roi32[3:].astype(np.float64) - roi32[:3]
+        ext = 2.0 ** np.arange(bins.shape[0])[:, None] * size
+        box_lo, box_hi, cell_w = center - ext / 2, center + ext / 2, ext / bins.shape[1]
+        lvl_err = _REL_ERR * (np.abs(center).max() + ext.max(1))
+        self.args = (o, d, o.astype(np.float64), d.astype(np.float64), near, kk, cnt, np.float32(dt),
+                     np.float32(0.5 * dt), bins, coarse, fine, lo, size32, box_lo, box_hi, cell_w, lvl_err)
+        self.cursor = np.zeros(o.shape[0], np.int64)  # the next lattice step of each ray, for advance()
+
+    def all(self) -> tuple[Tensor, Tensor]:
+        """Packed (ray_indices int64, t_starts float32) of every occupied lattice sample."""
+        n_rays = self.args[0].shape[0]
+        per_ray, span = torch.zeros(n_rays, dtype=torch.int64), np.zeros((n_rays, 2), np.int64)
+        kernels.call(_traverse, *self.args, per_ray.numpy(), span, np.empty(0, np.float32), np.empty(0, np.int64))
+        offsets = torch.cumsum(per_ray, 0) - per_ray
+        total = int(per_ray.sum())
+        t_starts, ray_indices = torch.empty(total, dtype=torch.float32), torch.empty(total, dtype=torch.int64)
+        if total:
+            kernels.call(_traverse, *self.args, offsets.numpy(), span, t_starts.numpy(), ray_indices.numpy())
+        return ray_indices, t_starts
+
+    def advance(self, rays: Tensor, limit: int) -> tuple[Tensor, Tensor]:
+        """t_starts [A, limit] float32 of the next at most ``limit`` occupied samples of each ray of
+        ``rays`` [A] (int64, distinct), front to back, and their number [A] (int64); fewer than
+        ``limit`` means the ray has no more. The rays' cursors move past the samples returned."""
+        t_starts = torch.empty(len(rays), limit, dtype=torch.float32)
+        n = torch.empty(len(rays), dtype=torch.int64)
+        if len(rays):
+            kernels.call(_advance, *self.args, rays.contiguous().numpy(), self.cursor, t_starts.numpy(), n.numpy())
+        return t_starts, n
+
+
+def traverse(binaries: Tensor, roi: Tensor, origins: Tensor, directions: Tensor, near_p: Tensor, k0: Tensor,
+             counts: Tensor, dt: float) -> tuple[Tensor, Tensor]:
+    """Packed (ray_indices int64, t_starts float32) of the occupied lattice samples (arguments as
+    :class:`Lattice`)."""
+    return Lattice(binaries, roi, origins, directions, near_p, k0, counts, dt).all()

@@ -34,9 +34,21 @@ def far_samples(rays: Rays, aabb: Tensor, n: int, near: float, far: float) -> tu
     return ray_indices, edges[:, :-1].reshape(-1), edges[:, 1:].reshape(-1)
 
 
-def merge_packed(first: tuple[Tensor, Tensor, Tensor], then: tuple[Tensor, Tensor, Tensor]
+def merge_packed(first: tuple[Tensor, Tensor, Tensor], then: tuple[Tensor, Tensor, Tensor], n_rays: int
                  ) -> tuple[Tensor, Tensor, Tensor]:
-    """Packed samples of ``first`` followed, on each ray, by those of ``then`` (both packed)."""
-    ray_indices = torch.cat([first[0], then[0]])
-    order = torch.sort(ray_indices, stable=True).indices
-    return ray_indices[order], torch.cat([first[1], then[1]])[order], torch.cat([first[2], then[2]])[order]
+    """Packed samples of ``first`` followed, on each ray, by those of ``then`` (both packed, rays
+    in [0, ``n_rays``)). Every sample is scattered to its place (ray offset + rank), in O(S)."""
+    counts_a = torch.bincount(first[0], minlength=n_rays)
+    counts_b = torch.bincount(then[0], minlength=n_rays)
+    start = torch.cumsum(counts_a + counts_b, 0) - counts_a - counts_b  # each ray's first merged slot
+    # a sample's rank in its ray is its index minus the ray's first index in its own packed list
+    pos_a = start[first[0]] + torch.arange(len(first[0]), device=start.device) - (torch.cumsum(counts_a, 0)
+                                                                                  - counts_a)[first[0]]
+    pos_b = (start + counts_a - torch.cumsum(counts_b, 0) + counts_b)[then[0]] + torch.arange(
+        len(then[0]), device=start.device)
+    out = []
+    for a, b in zip(first, then):
+        merged = a.new_empty(len(a) + len(b))
+        merged[pos_a], merged[pos_b] = a, b
+        out.append(merged)
+    return out[0], out[1], out[2]

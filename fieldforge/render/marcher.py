@@ -7,7 +7,9 @@ the full field on the rest); ``render_camera`` renders a whole image in ray
 chunks under ``no_grad`` with bounded memory, marching in passes (:func:`render_rays_passes`):
 each pass evaluates the next ``per_pass`` occupied samples of every ray still above the
 early-termination transmittance, so no sample is evaluated twice and at most ``per_pass - 1``
-densities per ray are evaluated past termination (KiloNeRF's fast renderer does the same with 8).
+densities per ray are evaluated past termination (KiloNeRF's fast renderer does the same with 8);
+the grid is walked as the march goes, so a ray's samples behind its termination are never found,
+and passes grow once few rays are left.
 
 Two compositors, picked by ``compositor``: "quadrature" (the default, NeRF's piecewise-constant
 rule: one field query at each sample's midpoint) and "exact" (queries the field at both ends of
@@ -96,7 +98,7 @@ def _samples(estimator: OccupancyGrid, rays: Rays, near: float, far: float, rend
                             generator=generator)
     if n_far <= 0:
         return grid
-    return merge_packed(grid, far_samples(rays, estimator.aabbs[-1], n_far, near, far))
+    return merge_packed(grid, far_samples(rays, estimator.aabbs[-1], n_far, near, far), len(rays))
 
 
 def _exact(field: Field, rays: Rays, ray_indices: Tensor, t_starts: Tensor, t_ends: Tensor,
@@ -112,37 +114,95 @@ def _exact(field: Field, rays: Rays, ray_indices: Tensor, t_starts: Tensor, t_en
     return {k: res[k] for k in ("rgb", "opacity", "depth", "weights")}
 
 
-def _march_passes(ray_indices: Tensor, n_rays: int, per_pass: int, early_stop_eps: float,
-                  visit: Callable[[Tensor, Tensor, Tensor], Tensor], max_points: int = 1 << 17) -> None:
-    """Visit packed samples (``ray_indices`` non-decreasing) ``per_pass`` per ray at a time, front to back.
+Take = Callable[[Tensor, int], tuple[Tensor, Tensor, tuple[Tensor, ...]]]
 
-    ``visit(idx, r, log_t) -> sigma_delta``: ``idx`` [K] are the indices of this pass's samples
-    (grouped by ray, front to back), ``r`` [K] their rays and ``log_t`` [K] (float64) the -log
-    transmittance of each sample's ray before this pass; it returns sigma * delta [K] of those
-    samples. A pass visits its rays in groups of at most ``max_points`` samples (one call each;
-    rays are independent, so the grouping changes no result, only the memory held). A ray leaves
-    the march when its samples are exhausted or, if ``early_stop_eps`` > 0, when its transmittance
-    exp(-log_t) (in float32) fell below ``early_stop_eps``: then every later sample of the ray has
-    T < early_stop_eps too. Work per pass is proportional to the samples visited, not to all samples.
+
+def _march_passes(take: Take, alive: Tensor, n_rays: int, per_pass: int, early_stop_eps: float,
+                  visit: Callable[..., Tensor], max_points: int = 1 << 17, grow: bool = False) -> None:
+    """March rays ``alive`` [A] front to back, ``per_pass`` samples per ray at a time.
+
+    ``take(rays, step) -> (r [K], more [len(rays)], data)`` returns the next at most ``step``
+    samples of each of ``rays`` (grouped by ray, front to back): their rays ``r``, whether each
+    ray has samples left, and a tuple of per-sample tensors. ``visit(r, log_t, *data) ->
+    sigma_delta [K]`` gets them with ``log_t`` [K] (float64), the -log transmittance of each
+    sample's ray before this pass, and returns sigma * delta. A pass takes its rays in groups of
+    at most ``max_points`` samples (one call each; rays are independent, so the grouping changes no
+    result, only the memory held). A ray leaves the march when its samples are exhausted or, if
+    ``early_stop_eps`` > 0, when its transmittance exp(-log_t) (in float32) fell below
+    ``early_stop_eps``: then every later sample of the ray has T < early_stop_eps too. Work per
+    pass is proportional to the samples visited, not to all samples.
+
+    With ``grow``, a pass takes max(``per_pass``, ``max_points`` // live rays) samples per ray (as
+    Instant-NGP's renderer sizes its marching steps, "Instant Neural Graphics Primitives with a
+    Multiresolution Hash Encoding", arXiv:2201.05989): once most rays have terminated, the few left
+    take long steps in one large call instead of many small passes, at the price of evaluating up to
+    that many samples past a ray's termination.
     """
-    counts = torch.bincount(ray_indices, minlength=n_rays)
-    first = torch.cumsum(counts, 0) - counts
-    log_t = torch.zeros(n_rays, dtype=torch.float64, device=ray_indices.device)
-    alive = torch.nonzero(counts)[:, 0]
-    start = 0
+    log_t = torch.zeros(n_rays, dtype=torch.float64, device=alive.device)
     while len(alive):
-        for group in alive.split(max(1, max_points // per_pass)):
-            m = torch.clamp(counts[group] - start, max=per_pass)
-            total = int(m.sum())
-            r = torch.repeat_interleave(group, m, output_size=total)
-            pass_first = torch.repeat_interleave(torch.cumsum(m, 0) - m, m, output_size=total)
-            rank = torch.arange(total, device=r.device) - pass_first
-            sd = visit(first[r] + start + rank, r, log_t[r])
+        step = max(per_pass, max_points // len(alive)) if grow else per_pass
+        left = []
+        for group in alive.split(max(1, max_points // step)):
+            r, more, data = take(group, step)
+            sd = visit(r, log_t[r], *data)
             log_t.index_add_(0, r, sd.double())
-        start += per_pass
-        alive = alive[counts[alive] > start]
+            left.append(group[more])
+        alive = torch.cat(left)
         if early_stop_eps > 0:
             alive = alive[torch.exp(-log_t[alive].float()) >= early_stop_eps]
+
+
+def _packed_take(ray_indices: Tensor, n_rays: int) -> tuple[Take, Tensor]:
+    """A ``take`` over packed samples (``ray_indices`` non-decreasing), whose data is the samples'
+    indices, and the rays that have samples."""
+    counts = torch.bincount(ray_indices, minlength=n_rays)
+    first = torch.cumsum(counts, 0) - counts
+    cursor = torch.zeros_like(counts)
+
+    def take(group: Tensor, step: int) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+        m = torch.clamp(counts[group] - cursor[group], max=step)
+        total = int(m.sum())
+        r = torch.repeat_interleave(group, m, output_size=total)
+        rank = torch.arange(total, device=r.device) - torch.repeat_interleave(torch.cumsum(m, 0) - m, m,
+                                                                               output_size=total)
+        idx = first[r] + cursor[r] + rank
+        cursor[group] += m
+        return r, counts[group] > cursor[group], (idx,)
+
+    return take, torch.nonzero(counts)[:, 0]
+
+
+def _lattice_take(estimator: OccupancyGrid, rays: Rays, near: float, far: float, render_step_size: float,
+                  n_far: int) -> Take:
+    """A ``take`` that walks the grid's samples of ``rays`` on demand (:meth:`OccupancyGrid.lattice`),
+    each ray's followed by its ``n_far`` samples beyond the box; its data is (t_starts, t_ends)."""
+    lattice = estimator.lattice(rays, near, far, render_step_size)
+    dt = render_step_size
+    if n_far > 0:
+        f_rays, f_starts, f_ends = far_samples(rays, estimator.aabbs[-1], n_far, near, far)
+        f_counts = torch.bincount(f_rays, minlength=len(rays))
+        f_first = torch.cumsum(f_counts, 0) - f_counts
+        f_cursor = torch.zeros_like(f_counts)
+
+    def take(group: Tensor, step: int) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+        t, n = lattice.advance(group, step)
+        slot = torch.arange(step, device=group.device)
+        r = group[:, None].expand(-1, step)
+        if n_far <= 0:
+            valid = slot < n[:, None]
+            ts = t[valid]
+            return r[valid], n == step, (ts, ts + dt)
+        # a ray whose grid samples ran out (n < step) continues with its far samples
+        f_left = f_counts[group] - f_cursor[group]
+        m = torch.where(n < step, torch.clamp(f_left, max=step - n), torch.zeros_like(n))
+        valid, is_far = slot < (n + m)[:, None], slot >= n[:, None]
+        f_idx = ((f_first[group] + f_cursor[group] - n)[:, None] + slot)[valid & is_far]
+        ts, te = t.clone(), t + dt
+        ts[valid & is_far], te[valid & is_far] = f_starts[f_idx], f_ends[f_idx]
+        f_cursor[group] += m
+        return r[valid], (n == step) | (f_left > m), (ts[valid], te[valid])
+
+    return take
 
 
 @torch.no_grad()
@@ -159,7 +219,7 @@ def _visible_in_passes(
     """
     keep = torch.zeros(len(ray_indices), dtype=torch.bool, device=ray_indices.device)
 
-    def visit(idx: Tensor, r: Tensor, log_t: Tensor) -> Tensor:
+    def visit(r: Tensor, log_t: Tensor, idx: Tensor) -> Tensor:
         ts, te = t_starts[idx], t_ends[idx]
         sd = sigma_fn(ts, te, r).reshape(-1) * (te - ts)
         trans = torch.exp(-(log_t + exclusive_segment_cumsum(sd.double(), r, n_rays)).to(sd.dtype))
@@ -169,7 +229,8 @@ def _visible_in_passes(
         keep[idx] = vis
         return sd
 
-    _march_passes(ray_indices, n_rays, per_pass, early_stop_eps, visit)
+    take, alive = _packed_take(ray_indices, n_rays)
+    _march_passes(take, alive, n_rays, per_pass, early_stop_eps, visit)
     return keep
 
 
@@ -177,10 +238,13 @@ def _visible_in_passes(
 def render_rays_passes(
     field: Field, estimator: OccupancyGrid, rays: Rays, background: Tensor | None, render_step_size: float,
     near: float = 0.0, far: float = 1e10, early_stop_eps: float = 1e-4, alpha_thre: float = 0.0,
-    per_pass: int = 8, n_far: int = 0, max_points: int = 1 << 17,
+    per_pass: int = 8, n_far: int = 0, max_points: int = 1 << 17, grow: bool = True,
 ) -> dict[str, Tensor]:
-    """Render ``rays`` without gradients, marching ``per_pass`` samples per ray at a time and
-    evaluating the field on at most ``max_points`` samples per call (bounded memory).
+    """Render ``rays`` without gradients, marching ``per_pass`` samples per ray at a time (more
+    once few rays are left, with ``grow``: :func:`_march_passes`) and evaluating the field on at
+    most ``max_points`` samples per call (bounded memory). The grid's samples are found as the
+    march reaches them (:meth:`OccupancyGrid.lattice`), not all at once: a ray's walk stops where
+    its transmittance did.
 
     Same outputs as :func:`render_rays` ("rgb", "opacity", "depth", "depth_acc", extras) and the
     same samples composited (transmittance T >= early_stop_eps, alpha >= alpha_thre); the samples
@@ -190,12 +254,10 @@ def render_rays_passes(
     """
     o, dirs, times = rays.origins, rays.directions, rays.times
     n_rays = len(rays)
-    ray_idx, t_starts, t_ends = _samples(estimator, rays, near, far, render_step_size, n_far)
     alpha_thre = min(alpha_thre, float(estimator.occs.mean())) if alpha_thre > 0 else 0.0
     acc: dict[str, Tensor] = {}
 
-    def visit(idx: Tensor, r: Tensor, log_t: Tensor) -> Tensor:
-        ts, te = t_starts[idx], t_ends[idx]
+    def visit(r: Tensor, log_t: Tensor, ts: Tensor, te: Tensor) -> Tensor:
         mid = (ts + te) / 2
         x, tt = o[r] + dirs[r] * mid[:, None], None if times is None else times[r]
         if field.splits_appearance:
@@ -222,7 +284,9 @@ def render_rays_passes(
             acc[k] = acc.get(k, src.new_zeros(n_rays, src.shape[1])).index_add(0, rs, src)
         return sd
 
-    _march_passes(ray_idx, n_rays, per_pass, early_stop_eps, visit, max_points)
+    take = _lattice_take(estimator, rays, near, far, render_step_size, n_far)
+    _march_passes(take, torch.arange(n_rays, device=o.device), n_rays, per_pass, early_stop_eps, visit, max_points,
+                  grow)
     if not acc:  # no samples: the field on an empty batch names its channels
         out = field(o[:0], dirs[:0], None if times is None else times[:0])
         acc = {k: o.new_zeros(n_rays, v.shape[-1]) for k, v in out.items() if k != "density"}

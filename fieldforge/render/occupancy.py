@@ -186,17 +186,10 @@ class OccupancyGrid(nn.Module):
         run, i = _expand(length)
         return ray[run], first[run] + i
 
-    def _occupied_samples(self, o: Tensor, d: Tensor, near_p: Tensor, k0: Tensor, counts: Tensor,
-                          dt: float) -> tuple[Tensor, Tensor]:
+    def _reference_samples(self, o: Tensor, d: Tensor, near_p: Tensor, k0: Tensor, counts: Tensor,
+                           dt: float) -> tuple[Tensor, Tensor]:
         """(ray index, t_start) of the lattice samples ``near_p + k dt``, k in [k0, k0 + counts), whose
-        midpoint is occupied; the fast kernel (same samples, bit for bit) for float32 CPU rays."""
-        if o.dtype == d.dtype == torch.float32 and kernels.enabled(o, d, self.binaries):
-            try:
-                from fieldforge.kernels.march import traverse
-
-                return traverse(self.binaries, self.aabbs[0], o, d, near_p, k0, counts, dt)
-            except kernels.Unavailable:
-                pass
+        midpoint is occupied (the reference of :class:`fieldforge.kernels.march.Lattice`)."""
         if self.levels == 1 and self.coarse_skip:
             ray_idx, k = self._coarse_runs(o, d, near_p, k0, counts, dt)
         else:
@@ -210,6 +203,35 @@ class OccupancyGrid(nn.Module):
 
     # ----------------------------------------------------------------------------- sampling
     @torch.no_grad()
+    def lattice(self, rays: Rays, near: float = 0.0, far: float = 1e10, render_step_size: float = 5e-3,
+                stratified: bool = False, generator: torch.Generator | None = None):
+        """The occupied samples of ``rays`` (those :meth:`sample` keeps before pruning), to be walked
+        at once (``.all()``: packed ray_indices, t_starts) or a few per ray at a time
+        (``.advance(rays, limit)``): :class:`fieldforge.kernels.march.Lattice` for float32 CPU rays,
+        else its reference :class:`PackedLattice`."""
+        o, d = rays.origins, rays.directions
+        n_rays = o.shape[0]
+        dt = render_step_size
+        t_entry, t_exit, hit = ray_aabb_intersect(o, d, self.aabbs[-1])
+        near_p = torch.full((n_rays,), float(near), device=o.device)
+        if stratified:
+            near_p = near_p + torch.rand(n_rays, device=o.device, generator=generator) * dt
+        t_hi = torch.minimum(t_exit, torch.full_like(t_exit, float(far)))
+        # lattice k: interval [near + k dt, near + (k+1) dt], midpoint in [max(entry, near), t_hi)
+        lo = torch.maximum(t_entry, near_p)
+        k0 = torch.ceil((lo - near_p) / dt - 0.5).clamp_min(0)
+        k1 = torch.ceil((t_hi - near_p) / dt - 0.5)  # exclusive
+        counts = torch.where(hit, (k1 - k0).clamp_min(0), torch.zeros_like(k0)).long()
+        if o.dtype == d.dtype == torch.float32 and kernels.enabled(o, d, self.binaries):
+            try:
+                from fieldforge.kernels.march import Lattice
+
+                return Lattice(self.binaries, self.aabbs[0], o, d, near_p, k0, counts, dt)
+            except kernels.Unavailable:
+                pass
+        return PackedLattice(*self._reference_samples(o, d, near_p, k0, counts, dt), n_rays)
+
+    @torch.no_grad()
     def sample(
         self, rays: Rays, sigma_fn: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None,
         near: float = 0.0, far: float = 1e10, render_step_size: float = 5e-3,
@@ -222,25 +244,35 @@ class OccupancyGrid(nn.Module):
         behind early termination (T < early_stop_eps) or below ``alpha_thre`` (clamped to
         the mean occupancy, as in nerfacc), evaluated without gradients.
         """
-        o, d = rays.origins, rays.directions
-        n_rays = o.shape[0]
-        dt = render_step_size
-        outer = self.aabbs[-1]
-        t_entry, t_exit, hit = ray_aabb_intersect(o, d, outer)
-        near_p = torch.full((n_rays,), float(near), device=o.device)
-        if stratified:
-            near_p = near_p + torch.rand(n_rays, device=o.device, generator=generator) * dt
-        t_hi = torch.minimum(t_exit, torch.full_like(t_exit, float(far)))
-        # lattice k: interval [near + k dt, near + (k+1) dt], midpoint in [max(entry, near), t_hi)
-        lo = torch.maximum(t_entry, near_p)
-        k0 = torch.ceil((lo - near_p) / dt - 0.5).clamp_min(0)
-        k1 = torch.ceil((t_hi - near_p) / dt - 0.5)  # exclusive
-        counts = torch.where(hit, (k1 - k0).clamp_min(0), torch.zeros_like(k0)).long()
-        ray_idx, t_starts = self._occupied_samples(o, d, near_p, k0, counts, dt)
-        t_ends = t_starts + dt
+        ray_idx, t_starts = self.lattice(rays, near, far, render_step_size, stratified, generator).all()
+        t_ends = t_starts + render_step_size
         if sigma_fn is not None and (early_stop_eps > 0 or alpha_thre > 0) and len(ray_idx):
             alpha_thre = min(alpha_thre, float(self.occs.mean()))
             sig = sigma_fn(t_starts, t_ends, ray_idx).reshape(-1)
-            vis = render_visibility_from_density(t_starts, t_ends, sig, ray_idx, n_rays, early_stop_eps, alpha_thre)
+            vis = render_visibility_from_density(t_starts, t_ends, sig, ray_idx, len(rays), early_stop_eps,
+                                                 alpha_thre)
             ray_idx, t_starts, t_ends = ray_idx[vis], t_starts[vis], t_ends[vis]
         return ray_idx, t_starts, t_ends
+
+
+class PackedLattice:
+    """Packed occupied samples walked with a cursor per ray: the reference of
+    :class:`fieldforge.kernels.march.Lattice` (same interface, same samples)."""
+
+    def __init__(self, ray_indices: Tensor, t_starts: Tensor, n_rays: int):
+        self.ray_indices, self.t_starts = ray_indices, t_starts
+        self.counts = torch.bincount(ray_indices, minlength=n_rays)
+        self.first = torch.cumsum(self.counts, 0) - self.counts
+        self.cursor = torch.zeros_like(self.counts)
+
+    def all(self) -> tuple[Tensor, Tensor]:
+        return self.ray_indices, self.t_starts
+
+    def advance(self, rays: Tensor, limit: int) -> tuple[Tensor, Tensor]:
+        """t_starts [A, limit] of the next at most ``limit`` samples of each of ``rays`` and their number [A]."""
+        n = torch.clamp(self.counts[rays] - self.cursor[rays], max=limit)
+        valid = torch.arange(limit, device=rays.device) < n[:, None]
+        t = self.t_starts.new_zeros(len(rays), limit)
+        t[valid] = self.t_starts[((self.first[rays] + self.cursor[rays])[:, None] + valid.cumsum(1) - 1)[valid]]
+        self.cursor[rays] += n
+        return t, n
