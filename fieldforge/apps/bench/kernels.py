@@ -13,8 +13,8 @@ compositing (the traversal's samples, forward+backward), Gaussian projection, SH
 (degree 3), tile binning, blending, the whole rasterizer (100,000 Gaussians, 200x200,
 forward+backward), and one training step of ``ngp`` and of ``splat`` on a scene (the bundled
 one unless ``--data``): the method is trained ``--warmup-steps`` steps, its state is
-snapshotted, and each timed step starts from that snapshot, so both paths train on the same
-batch and the same number of samples.
+snapshotted, and each timed step starts from that snapshot (restored before the clock starts),
+so both paths train on the same batch and the same number of samples.
 """
 
 from __future__ import annotations
@@ -67,7 +67,11 @@ def kernel_path(path: str):
 
 
 def _run_once(fn: Case) -> tuple[float, float]:
-    """Seconds and peak resident-set rise (MB) of one call."""
+    """Seconds and peak resident-set rise (MB) of one call; a case's ``prepare()``, if it has one,
+    runs before it, untimed."""
+    prepare = getattr(fn, "prepare", None)
+    if prepare is not None:
+        prepare()
     rss = rss_mb()
     reset_peak_memory("cpu")
     t0 = time.perf_counter()
@@ -243,15 +247,27 @@ def _step_case(method_name: str, data: str | None, downscale: int, warmup: int) 
     method = cls(cls.Config(), scene.split("train"), torch.device("cpu"))
     for step in range(warmup):
         method.train_step(step)
-    snapshot, rng = copy.deepcopy(method.state_dict()), torch.get_rng_state()
-    info: dict = {}
+    return _RestoredStep(method, warmup), {}
 
-    def fn():
-        method.load_state_dict(copy.deepcopy(snapshot))
-        torch.set_rng_state(rng)
-        out = method.train_step(warmup)
-        info.update({k: float(v) for k, v in out.items() if k in ("samples", "rays", "gaussians")})
-    return fn, info
+
+class _RestoredStep:
+    """One training step of ``method`` at step ``step``; ``prepare()`` (untimed) restores the
+    state and random generator of the snapshot taken at construction, so every timed call trains
+    on the same batch and the same number of samples. The outputs' "samples", "rays" and
+    "gaussians" are kept in ``info``."""
+
+    def __init__(self, method, step: int):
+        self.method, self.step = method, step
+        self.snapshot, self.rng = copy.deepcopy(method.state_dict()), torch.get_rng_state()
+        self.info: dict = {}
+
+    def prepare(self) -> None:
+        self.method.load_state_dict(copy.deepcopy(self.snapshot))
+        torch.set_rng_state(self.rng)
+
+    def __call__(self) -> None:
+        out = self.method.train_step(self.step)
+        self.info.update({k: float(v) for k, v in out.items() if k in ("samples", "rays", "gaussians")})
 
 
 def run(args) -> int:
@@ -285,7 +301,7 @@ def run(args) -> int:
     for key in wanted:
         name, make = cases[key]
         fn, info = make()
-        row = {**compare(name, fn, args.repeats), **info}
+        row = {**compare(name, fn, args.repeats), **info, **getattr(fn, "info", {})}
         rows.append(row)
         print(f"{name:<44} {row['reference_s']:12.4f} {row['fast_s']:9.4f} {row['speedup']:7.1f}x "
               f"{row['reference_peak_mb']:7.0f} {row['fast_peak_mb']:8.0f}", flush=True)
