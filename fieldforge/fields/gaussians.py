@@ -90,4 +90,13 @@ class GaussianModel(nn.Module):
         return torch.sigmoid(self.opacities)
 
     def sh(self) -> Tensor:
-        return torch.cat([self.sh0, self.shN], 1)
+        """[N, K, 3] SH coefficients (DC first). Without autograd (rendering a trained model, e.g. in
+        the viewer) the concatenation is kept and reused until either part changes."""
+        if torch.is_grad_enabled():
+            return torch.cat([self.sh0, self.shN], 1)
+        c = getattr(self, "_sh_cache", None)
+        if c is None or c[0] is not self.sh0 or c[1] is not self.shN or c[2] != (self.sh0._version,
+                                                                                self.shN._version):
+            c = (self.sh0, self.shN, (self.sh0._version, self.shN._version), torch.cat([self.sh0, self.shN], 1))
+            self._sh_cache = c
+        return c[3]
