@@ -66,6 +66,21 @@ def test_traversal_equals_reference(monkeypatch, levels, res, p_empty, stratifie
     assert len(ref[0]) > 0 or p_empty > 0.9
 
 
+@pytest.mark.parametrize("levels,res", [(1, 32), (2, 16), (3, 8)])
+def test_traversal_of_a_compact_occupied_region_equals_reference(monkeypatch, levels, res):
+    """Occupied cells only in a small corner region of each level (the walk is clipped to their box):
+    the same samples as the reference, including rays that graze the region."""
+    g = torch.Generator().manual_seed(levels)
+    grid = OccupancyGrid(AABB, resolution=res, levels=levels)
+    grid.binaries[:] = False
+    a, b = res // 4, res // 4 + max(2, res // 8)
+    grid.binaries[:, a:b, a + 1:b, a:b + 1] = torch.rand(levels, b - a, b - a - 1, b - a + 1, generator=g) > 0.3
+    rays = _rays(500, g)
+    for near, far, dt in [(0.0, 1e10, 0.013), (0.5, 3.5, 0.004)]:
+        fast, ref = _sample_both(monkeypatch, grid, rays, near=near, far=far, render_step_size=dt)
+        assert all(torch.equal(x, y) for x, y in zip(fast, ref)) and len(ref[0]) > 0
+
+
 @pytest.mark.parametrize("fill", [False, True])
 def test_traversal_empty_and_full_grids_and_zero_rays(monkeypatch, fill):
     grid = OccupancyGrid(AABB, resolution=8, levels=2)

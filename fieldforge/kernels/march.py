@@ -97,8 +97,23 @@ def _empty_block(coarse, fine, lvl, c0, c1, c2, res):
 
 
 @jit
+def _clip(o, d, inv_d, occ_lo, occ_hi):
+    """(t_in, t_out) of the ray (float64) in the box [occ_lo, occ_hi]; t_in > t_out when it misses."""
+    if not occ_lo[0] <= occ_hi[0]:  # nothing occupied
+        return np.inf, -np.inf
+    t_in, t_out = -np.inf, np.inf
+    for a in range(3):
+        if d[a] != 0:
+            ta, tb = (occ_lo[a] - o[a]) * inv_d[a], (occ_hi[a] - o[a]) * inv_d[a]
+            t_in, t_out = max(t_in, min(ta, tb)), min(t_out, max(ta, tb))
+        elif not occ_lo[a] <= o[a] <= occ_hi[a]:
+            return np.inf, -np.inf
+    return t_in, t_out
+
+
+@jit
 def _walk(o, d, o64, d64, near, k0, k_begin, count, dt, half_dt, bins, coarse, fine, lo, size32, box_lo, box_hi,
-          cell_w, lvl_err, out_t, out_r, r, base, limit):
+          cell_w, lvl_err, occ_lo, occ_hi, out_t, out_r, r, base, limit):
     """Kept samples of one ray among lattice steps [k_begin, count) (from k0), at most ``limit`` of
     them; written from ``base`` on when ``out_t`` (and ``out_r``) are non-empty. Returns their
     number, the steps of the first and last one, and the step the walk stopped at (``count``, or
@@ -109,8 +124,19 @@ def _walk(o, d, o64, d64, near, k0, k_begin, count, dt, half_dt, bins, coarse, f
     t_max = max(abs(np.float64(near)), abs(near + (np.float64(k0) + count + 1.0) * dt))
     ray_err = _REL_ERR * (max(abs(o64[0]), abs(o64[1]), abs(o64[2])) + t_max)
     inv_dt = 1.0 / np.float64(dt)
-    n, k, first_kept, last_kept = 0, k_begin, count, 0
-    while k < count and n < limit:
+    # only the steps whose midpoints may lie in the box of the occupied cells (grown by a cell on
+    # every level) can be kept: the walk starts and ends a step beyond them
+    t_in, t_out = _clip(o64, d64, inv_d, occ_lo, occ_hi)
+    end = count
+    if t_in <= t_out:
+        k_lo = np.floor((t_in - near) * inv_dt - 0.5) - k0 - 1.0
+        k_hi = np.ceil((t_out - near) * inv_dt - 0.5) - k0 + 2.0
+        k_begin = max(k_begin, int(min(max(k_lo, 0.0), np.float64(count))))
+        end = min(count, int(min(max(k_hi, 0.0), np.float64(count))))
+    else:
+        end = k_begin
+    n, k, first_kept, last_kept = 0, k_begin, end, 0
+    while k < end and n < limit:
         kf = np.float32(k) + k0
         t0 = near + kf * dt
         tm = t0 + half_dt
@@ -128,10 +154,10 @@ def _walk(o, d, o64, d64, near, k0, k_begin, count, dt, half_dt, bins, coarse, f
             b = _empty_block(coarse, fine, lvl, c0, c1, c2, res)
             first = (c0 // b * b, c1 // b * b, c2 // b * b)
             last = (min(first[0] + b, res) - 1, min(first[1] + b, res) - 1, min(first[2] + b, res) - 1)
-            t_out = _skip_until(o64, d64, inv_d, np.float64(tm), ray_err + lvl_err[lvl], lvl, first, last,
-                                box_lo, box_hi, cell_w)
-            # the first lattice midpoint at or past t_out: every one before it lies in the empty block
-            k_next = min(np.ceil((t_out - near) * inv_dt - 0.5) - k0, np.float64(count))
+            t_skip = _skip_until(o64, d64, inv_d, np.float64(tm), ray_err + lvl_err[lvl], lvl, first, last,
+                                 box_lo, box_hi, cell_w)
+            # the first lattice midpoint at or past t_skip: every one before it lies in the empty block
+            k_next = min(np.ceil((t_skip - near) * inv_dt - 0.5) - k0, np.float64(count))
             if k_next > k:
                 k = int(k_next)
     return n, first_kept, last_kept, k
@@ -139,7 +165,7 @@ def _walk(o, d, o64, d64, near, k0, k_begin, count, dt, half_dt, bins, coarse, f
 
 @pjit
 def _traverse(o, d, o64, d64, near, k0, count, dt, half_dt, bins, coarse, fine, lo, size32, box_lo, box_hi, cell_w,
-              lvl_err, offsets, span, out_t, out_r):
+              lvl_err, occ_lo, occ_hi, offsets, span, out_t, out_r):
     """Counting pass (``out_t`` empty): per ray the number of kept samples into ``offsets`` and the
     steps of the first and last one into ``span`` [R, 2]. Filling pass: the samples into
     ``out_t``/``out_r`` from ``offsets[r]`` on, walking ``span`` only."""
@@ -147,23 +173,23 @@ def _traverse(o, d, o64, d64, near, k0, count, dt, half_dt, bins, coarse, fine, 
     for r in prange(o.shape[0]):
         k_begin, k_end = (span[r, 0], span[r, 1] + 1) if fill else (0, count[r])
         n, first_kept, last_kept, _ = _walk(o[r], d[r], o64[r], d64[r], near[r], k0[r], k_begin, k_end, dt, half_dt,
-                                            bins, coarse, fine, lo, size32, box_lo, box_hi, cell_w, lvl_err, out_t,
-                                            out_r, r, offsets[r] if fill else 0, k_end)
+                                            bins, coarse, fine, lo, size32, box_lo, box_hi, cell_w, lvl_err, occ_lo,
+                                            occ_hi, out_t, out_r, r, offsets[r] if fill else 0, k_end)
         if not fill:  # a ray without kept samples gets the empty span [0, 0): the filling pass writes nothing
             offsets[r], span[r, 0], span[r, 1] = n, (first_kept if n else 0), (last_kept if n else -1)
 
 
 @pjit
 def _advance(o, d, o64, d64, near, k0, count, dt, half_dt, bins, coarse, fine, lo, size32, box_lo, box_hi, cell_w,
-             lvl_err, rays, cursor, out_t, out_n):
+             lvl_err, occ_lo, occ_hi, rays, cursor, out_t, out_n):
     """For each ray ``rays[i]``, the next at most ``out_t.shape[1]`` kept samples from lattice step
     ``cursor[ray]`` on, into ``out_t[i]`` (their number into ``out_n[i]``); ``cursor`` advances past them."""
     no_rays = np.empty(0, np.int64)
     for i in prange(rays.shape[0]):
         r = rays[i]
         n, _, _, k = _walk(o[r], d[r], o64[r], d64[r], near[r], k0[r], cursor[r], count[r], dt, half_dt, bins,
-                           coarse, fine, lo, size32, box_lo, box_hi, cell_w, lvl_err, out_t[i], no_rays, r, 0,
-                           out_t.shape[1])
+                           coarse, fine, lo, size32, box_lo, box_hi, cell_w, lvl_err, occ_lo, occ_hi, out_t[i],
+                           no_rays, r, 0, out_t.shape[1])
         out_n[i], cursor[r] = n, k
 
 
@@ -186,9 +212,10 @@ def _block_any(cells, out):
 _pyramid: dict[str, object] = {}  # the block occupancies of the last grid state seen
 
 
-def _blocks(binaries: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(cells, blocks of ``BLOCK``, blocks of ``BLOCK**2`` cells per side) occupancy arrays of
-    ``binaries``, recomputed when the tensor or its contents change."""
+def _blocks(binaries: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(cells, blocks of ``BLOCK``, blocks of ``BLOCK**2`` cells per side, occupied cell box) of
+    ``binaries``, recomputed when the tensor or its contents change. The box [L, 2, 3] holds per
+    level the first and last occupied cell per axis grown by one (first > last: none occupied)."""
     if _pyramid.get("source") is not binaries or _pyramid.get("version") != binaries._version:
         cells = kernels.as_array(binaries, torch.bool, "binaries", "OccupancyGrid.sample")
         levels, res = cells.shape[:2]
@@ -196,7 +223,15 @@ def _blocks(binaries: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         coarse = np.empty((levels,) + (-(-fine.shape[1] // BLOCK),) * 3, np.bool_)
         kernels.call(_block_any, cells, fine)
         kernels.call(_block_any, fine, coarse)
-        _pyramid.update(source=binaries, version=binaries._version, arrays=(cells, fine, coarse))
+        box = np.empty((levels, 2, 3), np.int64)
+        box[:, 0], box[:, 1] = res, -1
+        for lvl in range(levels):
+            for a in range(3):
+                occupied = np.flatnonzero(fine[lvl].any(axis=tuple(b for b in range(3) if b != a)))
+                if occupied.size:  # fine blocks: whole BLOCKs, then one more cell
+                    box[lvl, 0, a] = occupied[0] * BLOCK - 1
+                    box[lvl, 1, a] = min(occupied[-1] * BLOCK + BLOCK - 1, res - 1) + 1
+        _pyramid.update(source=binaries, version=binaries._version, arrays=(cells, fine, coarse, box))
     return _pyramid["arrays"]
 
 
@@ -212,7 +247,7 @@ class Lattice:
     def __init__(self, binaries: Tensor, roi: Tensor, origins: Tensor, directions: Tensor, near_p: Tensor,
                  k0: Tensor, counts: Tensor, dt: float):
         name = "OccupancyGrid.sample"
-        bins, fine, coarse = _blocks(binaries)
+        bins, fine, coarse, occ_cells = _blocks(binaries)
         roi32 = kernels.as_array(roi, torch.float32, "roi", name)
         o = kernels.as_array(origins, torch.float32, "origins", name)
         d = kernels.as_array(directions, torch.float32, "directions", name)
@@ -225,8 +260,15 @@ class Lattice:
         ext = 2.0 ** np.arange(bins.shape[0])[:, None] * size
         box_lo, box_hi, cell_w = center - ext / 2, center + ext / 2, ext / bins.shape[1]
         lvl_err = _REL_ERR * (np.abs(center).max() + ext.max(1))
+        # world box of the occupied cells of every level (each grown by a cell): no sample outside it is kept
+        occ_lo, occ_hi = np.full(3, np.inf), np.full(3, -np.inf)
+        for lvl in range(bins.shape[0]):
+            if (occ_cells[lvl, 0] <= occ_cells[lvl, 1]).all():
+                occ_lo = np.minimum(occ_lo, box_lo[lvl] + occ_cells[lvl, 0] * cell_w[lvl])
+                occ_hi = np.maximum(occ_hi, box_lo[lvl] + (occ_cells[lvl, 1] + 1) * cell_w[lvl])
         self.args = (o, d, o.astype(np.float64), d.astype(np.float64), near, kk, cnt, np.float32(dt),
-                     np.float32(0.5 * dt), bins, coarse, fine, lo, size32, box_lo, box_hi, cell_w, lvl_err)
+                     np.float32(0.5 * dt), bins, coarse, fine, lo, size32, box_lo, box_hi, cell_w, lvl_err, occ_lo,
+                     occ_hi)
         self.cursor = np.zeros(o.shape[0], np.int64)  # the next lattice step of each ray, for advance()
 
     def all(self) -> tuple[Tensor, Tensor]:
