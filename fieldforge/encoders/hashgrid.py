@@ -168,17 +168,24 @@ class HashGrid(Encoding):
             feats = params.index_select(0, idx.reshape(-1))
         return self._blend(wts, feats.view(*idx.shape, self.n_features))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, known: Tensor | None = None) -> Tensor:
+        """Encoding [..., L*F] of x [..., d]. ``known``: this encoding of ``x``, computed earlier
+        without gradient (e.g. to prune samples before training on them); the result then has the
+        values of ``known`` and the gradient of the encoding, and the fast path does not compute
+        it again (the reference path recomputes it when a gradient is wanted)."""
         self._check(x)
         lead = x.shape[:-1]
         if x.dtype == self.params.dtype == torch.float32 and kernels.enabled(x, self.params):
             try:
                 from fieldforge.kernels.hashgrid import encode
                 return encode(x.reshape(-1, self.in_dim), self.params, self.scales, self._mult, self._sizes,
-                              self._offsets, self.n_dense, self.interpolation == "smoothstep"
+                              self._offsets, self.n_dense, self.interpolation == "smoothstep",
+                              None if known is None else known.reshape(-1, self.out_dim)
                               ).reshape(*lead, self.out_dim)
             except kernels.Unavailable:
                 pass
+        if known is not None and not (torch.is_grad_enabled() and (x.requires_grad or self.params.requires_grad)):
+            return known.reshape(*lead, self.out_dim)  # no gradient wanted: the known values are the encoding
         x = x.reshape(-1, self.in_dim).to(self.params.dtype)
         if x.requires_grad and torch.is_grad_enabled():
             out = torch.cat([self._lookup(self.params, c) for c in x.split(CHUNK)]) if x.shape[0] else \

@@ -9,7 +9,11 @@ dict and listed in ``channels``. Fields never see rays or cameras.
 A field whose colour is a cheap head on features its density already computed (NGP's geometry
 features) sets ``splits_appearance`` and implements :meth:`geometry` and :meth:`appearance`, with
 ``forward(x, d, t) == {"density": geometry(x, t)[0], **appearance(geometry(x, t)[1], d, t)}``;
-renderers then evaluate the appearance only where a sample has weight.
+renderers then evaluate the appearance only where a sample has weight. A field whose geometry
+starts with a costly input encoding (NGP's hash-grid lookup) may also set ``reuses_encoding`` and
+implement :meth:`encode`: a renderer that needs the geometry of the same points twice, first
+without gradients (to prune samples) and then with them (to train on the kept ones), encodes them
+once.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ class Field(nn.Module):
     channels: tuple[str, ...] = ()
     #: whether :meth:`geometry` / :meth:`appearance` split :meth:`forward` without recomputation
     splits_appearance: bool = False
+    #: whether :meth:`encode` exists and :meth:`geometry` takes its result back (a splitting field only)
+    reuses_encoding: bool = False
 
     def __init__(self, aabb: Tensor):
         super().__init__()
@@ -40,10 +46,16 @@ class Field(nn.Module):
     def forward(self, x: Tensor, d: Tensor, t: Tensor | None = None) -> dict[str, Tensor]:
         raise NotImplementedError
 
-    def geometry(self, x: Tensor, t: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def geometry(self, x: Tensor, t: Tensor | None = None, encoding: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Density [..., 1] and the features [..., F] :meth:`appearance` finishes the point from
-        (only when ``splits_appearance``)."""
+        (only when ``splits_appearance``). ``encoding`` (only when ``reuses_encoding``):
+        ``encode(x, t)``, computed earlier without gradients; the result is the same in value and
+        gradient, without encoding again."""
         raise NotImplementedError(f"{type(self).__name__} does not split its appearance")
+
+    def encode(self, x: Tensor, t: Tensor | None = None) -> Tensor:
+        """The input encoding [..., E] :meth:`geometry` starts from (only when ``reuses_encoding``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not reuse its encoding")
 
     def appearance(self, features: Tensor, d: Tensor, t: Tensor | None = None) -> dict[str, Tensor]:
         """"rgb" and the extra channels of points with ``features`` from :meth:`geometry`, seen along

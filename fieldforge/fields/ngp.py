@@ -23,6 +23,7 @@ from fieldforge.fields.mlp import MLP, trunc_exp
 
 class NGPField(Field):
     splits_appearance = True
+    reuses_encoding = True
 
     def __init__(self, aabb: Tensor, n_levels: int = 16, n_features: int = 2, log2_hashmap_size: int = 19,
                  base_resolution: int = 16, max_resolution: int = 2048, geo_features: int = 15,
@@ -36,15 +37,21 @@ class NGPField(Field):
         self.dir_enc = SHEncoding(sh_bands)
         self.color_mlp = MLP(geo_features + self.dir_enc.out_dim, hidden, color_layers, 3)
 
-    def geometry(self, x: Tensor, t: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def _grid_input(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The hash grid's coordinates in [0, 1]^3 of world points, and (bounded) which lie in the box."""
         xn = self.normalize(x)
         if self.unbounded:
-            h = self.density_mlp(self.grid((contract(2.0 * xn - 1.0) + 2.0) / 4.0))
-            return trunc_exp(h[..., :1] - 1.0), h[..., 1:]
-        inside = ((xn >= 0) & (xn <= 1)).all(-1, keepdim=True)
-        h = self.density_mlp(self.grid(xn.clamp(0, 1)))
-        density = trunc_exp(h[..., :1] - 1.0) * inside
-        return density, h[..., 1:]
+            return (contract(2.0 * xn - 1.0) + 2.0) / 4.0, None
+        return xn.clamp(0, 1), ((xn >= 0) & (xn <= 1)).all(-1, keepdim=True)
+
+    def encode(self, x: Tensor, t: Tensor | None = None) -> Tensor:
+        return self.grid(self._grid_input(x)[0])
+
+    def geometry(self, x: Tensor, t: Tensor | None = None, encoding: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        g, inside = self._grid_input(x)
+        h = self.density_mlp(self.grid(g, known=encoding))
+        density = trunc_exp(h[..., :1] - 1.0)
+        return (density if inside is None else density * inside), h[..., 1:]
 
     def density(self, x: Tensor, t: Tensor | None = None) -> Tensor:
         return self.geometry(x)[0]

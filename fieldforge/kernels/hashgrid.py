@@ -224,10 +224,13 @@ class _Encode(torch.autograd.Function):
     """The encoding as an autograd function: gradients to the table and to x, first order."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, table: Tensor, layout: _Layout) -> Tensor:
-        out = torch.empty(x.shape[0], layout.scales.size * table.shape[1], dtype=torch.float32)
-        kernels.call(_forward, x.detach().numpy(), table.detach().numpy(), *layout.args(), _super_block(x.shape[0]),
-                     out.numpy())
+    def forward(ctx, x: Tensor, table: Tensor, layout: _Layout, known: Tensor | None = None) -> Tensor:
+        if known is None:
+            out = torch.empty(x.shape[0], layout.scales.size * table.shape[1], dtype=torch.float32)
+            kernels.call(_forward, x.detach().numpy(), table.detach().numpy(), *layout.args(),
+                         _super_block(x.shape[0]), out.numpy())
+        else:  # the encoding computed earlier (no gradient then): only the backward is new
+            out = known.view_as(known)
         ctx.layout, ctx.table_shape = layout, table.shape
         ctx.save_for_backward(x, table if ctx.needs_input_grad[0] else None)
         return out
@@ -247,13 +250,15 @@ class _Encode(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_table = torch.zeros(ctx.table_shape, dtype=torch.float32)
             kernels.call(_backward_table, x.numpy(), g, *ctx.layout.args(), grad_table.numpy())
-        return grad_x, grad_table, None
+        return grad_x, grad_table, None, None
 
 
 def encode(x: Tensor, table: Tensor, scales: Tensor, mult: Tensor, sizes: Tensor, offsets: Tensor,
-           n_dense: int, smoothstep: bool) -> Tensor:
+           n_dense: int, smoothstep: bool, known: Tensor | None = None) -> Tensor:
     """Hash-grid encoding of x [N, d] (float32, CPU) with ``table`` [sum_l T_l, F] (float32, CPU)
-    -> [N, L*F] (level-major), differentiable once in ``x`` and ``table``.
+    -> [N, L*F] (level-major), differentiable once in ``x`` and ``table``. ``known``: the encoding
+    of x with this table, computed earlier without gradient; it is returned (with the gradient
+    of the encoding) instead of being computed again.
 
     ``scales`` [L] are the per-level s_l, ``mult`` [L, d] the per-axis multipliers (res_l^k on the
     first ``n_dense`` levels, the CoherentPrime primes on hashed ones), ``sizes``/``offsets`` [L]
@@ -275,4 +280,7 @@ def encode(x: Tensor, table: Tensor, scales: Tensor, mult: Tensor, sizes: Tensor
     rows = int(layout.offsets[-1] + layout.sizes[-1]) if n_levels else 0
     if table.shape[0] != rows:
         raise ValueError(f"hashgrid: table must have {rows} rows (sum of the level sizes), got {table.shape[0]}")
-    return _Encode.apply(x.contiguous(), table.contiguous(), layout)
+    if known is not None and (known.shape != (x.shape[0], n_levels * table.shape[1]) or known.dtype != torch.float32):
+        raise ValueError(f"hashgrid: known must be a float32 [{x.shape[0]}, {n_levels * table.shape[1]}] encoding, "
+                         f"got {known.dtype} {tuple(known.shape)}")
+    return _Encode.apply(x.contiguous(), table.contiguous(), layout, None if known is None else known.detach())

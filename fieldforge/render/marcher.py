@@ -64,24 +64,35 @@ def render_rays(
     def points(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor) -> Tensor:
         return o[ray_indices] + d[ray_indices] * ((t_starts + t_ends) / 2)[:, None]
 
-    def sigma_fn(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor) -> Tensor:
-        tt = None if t is None else t[ray_indices]
-        return field.density(points(t_starts, t_ends, ray_indices), tt).reshape(-1)
+    # a field that reuses its encoding is encoded once: the pruning passes keep the kept samples' encodings
+    reuse = field.reuses_encoding and field.splits_appearance and compositor == "quadrature"
+
+    def sigma_fn(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        x, tt = points(t_starts, t_ends, ray_indices), None if t is None else t[ray_indices]
+        if reuse:
+            encoding = field.encode(x, tt)
+            return field.geometry(x, tt, encoding=encoding)[0].reshape(-1), encoding
+        return field.density(x, tt).reshape(-1)
 
     ray_indices, t_starts, t_ends = _samples(estimator, rays, near, far, render_step_size, n_far, stratified,
                                              generator)
     n_rays = len(rays)
+    encoding = None
     if prune and (early_stop_eps > 0 or alpha_thre > 0) and len(ray_indices):
         alpha_thre = min(alpha_thre, float(estimator.occs.mean()))
-        keep = _visible_in_passes(sigma_fn, ray_indices, t_starts, t_ends, n_rays, early_stop_eps, alpha_thre,
-                                  per_pass)
+        keep, encoding = _visible_in_passes(sigma_fn, ray_indices, t_starts, t_ends, n_rays, early_stop_eps,
+                                            alpha_thre, per_pass)
         ray_indices, t_starts, t_ends = ray_indices[keep], t_starts[keep], t_ends[keep]
     if compositor == "exact":
         res = _exact(field, rays, ray_indices, t_starts, t_ends, background)
         res["num_samples"] = torch.tensor(len(ray_indices))
         return res
-    x = points(t_starts, t_ends, ray_indices)
-    out = field(x, d[ray_indices], None if t is None else t[ray_indices])
+    x, tt = points(t_starts, t_ends, ray_indices), None if t is None else t[ray_indices]
+    if encoding is not None:
+        density, features = field.geometry(x, tt, encoding=encoding)
+        out = {"density": density, **field.appearance(features, d[ray_indices], tt)}
+    else:
+        out = field(x, d[ray_indices], tt)
     extras = {k: v for k, v in out.items() if k not in ("density", "rgb")}
     res = composite(t_starts, t_ends, ray_indices, n_rays, out["density"].reshape(-1), out["rgb"],
                     background, extras)
@@ -207,31 +218,45 @@ def _lattice_take(estimator: OccupancyGrid, rays: Rays, near: float, far: float,
 
 @torch.no_grad()
 def _visible_in_passes(
-    sigma_fn: Callable[[Tensor, Tensor, Tensor], Tensor], ray_indices: Tensor, t_starts: Tensor, t_ends: Tensor,
-    n_rays: int, early_stop_eps: float, alpha_thre: float, per_pass: int,
-) -> Tensor:
+    sigma_fn: Callable[[Tensor, Tensor, Tensor], Tensor | tuple[Tensor, Tensor]], ray_indices: Tensor,
+    t_starts: Tensor, t_ends: Tensor, n_rays: int, early_stop_eps: float, alpha_thre: float, per_pass: int,
+) -> tuple[Tensor, Tensor | None]:
     """Mask [S] of the packed samples with T >= early_stop_eps and alpha >= alpha_thre (the rule of
     :func:`~fieldforge.render.volume.render_visibility_from_density`), evaluating ``sigma_fn`` only on
     the samples of each ray up to the pass in which its transmittance fell below early_stop_eps.
+    When ``sigma_fn`` returns (sigmas, payload [K, C]), the payload of the kept samples is returned
+    too, in their packed order (else None).
 
     T is accumulated in float64 and compared in float32 as the reference does; the mask equals the
     reference's up to the rounding of sums that land exactly on the threshold.
     """
     keep = torch.zeros(len(ray_indices), dtype=torch.bool, device=ray_indices.device)
+    kept: list[tuple[Tensor, Tensor]] = []
 
     def visit(r: Tensor, log_t: Tensor, idx: Tensor) -> Tensor:
         ts, te = t_starts[idx], t_ends[idx]
-        sd = sigma_fn(ts, te, r).reshape(-1) * (te - ts)
+        result = sigma_fn(ts, te, r)
+        sigma, payload = result if isinstance(result, tuple) else (result, None)
+        sd = sigma.reshape(-1) * (te - ts)
         trans = torch.exp(-(log_t + exclusive_segment_cumsum(sd.double(), r, n_rays)).to(sd.dtype))
         vis = trans >= early_stop_eps
         if alpha_thre > 0:
             vis &= 1.0 - torch.exp(-sd) >= alpha_thre
         keep[idx] = vis
+        if payload is not None:
+            kept.append((idx[vis], payload[vis]))
         return sd
 
     take, alive = _packed_take(ray_indices, n_rays)
     _march_passes(take, alive, n_rays, per_pass, early_stop_eps, visit)
-    return keep
+    if not kept:
+        return keep, None
+    rank = torch.cumsum(keep, 0) - 1  # a kept sample's place among the kept ones
+    idx = torch.cat([i for i, _ in kept])
+    payload = torch.cat([p for _, p in kept])
+    out = payload.new_empty(int(keep.sum()), payload.shape[-1])
+    out[rank[idx]] = payload
+    return keep, out
 
 
 @torch.no_grad()

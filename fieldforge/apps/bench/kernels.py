@@ -243,6 +243,7 @@ def _step_case(method_name: str, data: str | None, downscale: int, warmup: int) 
     from fieldforge.apps.training.run import default_scene_path
 
     scene = load(data or default_scene_path(), downscale=downscale)
+    torch.manual_seed(0)  # the occupancy grid's updates draw from the global generator: the same snapshot every run
     cls = get_method(method_name)
     method = cls(cls.Config(), scene.split("train"), torch.device("cpu"))
     for step in range(warmup):
