@@ -55,7 +55,9 @@ def render_rays(
     and alpha >= alpha_thre, the latter clamped to the grid's mean occupancy), found by evaluating
     densities ``per_pass`` samples per ray at a time, front to back, and dropping a ray once T fell
     below early_stop_eps (:func:`_visible_in_passes`): a ray through occupied space costs the
-    density evaluations up to its first opaque surface, not of its whole occupied length.
+    density evaluations up to its first opaque surface, not of its whole occupied length. A field
+    that ``reuses_encoding`` is encoded once per sample: the passes keep the kept samples'
+    encodings, and the differentiable forward takes them back (same values and gradients).
     """
     if compositor not in ("quadrature", "exact"):
         raise ValueError(f"compositor must be 'quadrature' or 'exact', got {compositor!r}")
