@@ -94,9 +94,9 @@ class GaussianModel(nn.Module):
         the viewer) the concatenation is kept and reused until either part changes."""
         if torch.is_grad_enabled():
             return torch.cat([self.sh0, self.shN], 1)
-        c = getattr(self, "_sh_cache", None)
-        if c is None or c[0] is not self.sh0 or c[1] is not self.shN or c[2] != (self.sh0._version,
-                                                                                self.shN._version):
-            c = (self.sh0, self.shN, (self.sh0._version, self.shN._version), torch.cat([self.sh0, self.shN], 1))
-            self._sh_cache = c
-        return c[3]
+        # the parts themselves are kept (not their ids, which a new tensor may reuse) with their versions
+        parts, versions = (self.sh0, self.shN), (self.sh0._version, self.shN._version)
+        cached = getattr(self, "_sh_cache", None)
+        if cached is None or any(a is not b for a, b in zip(cached[0], parts)) or cached[1] != versions:
+            cached = self._sh_cache = (parts, versions, torch.cat(parts, 1))
+        return cached[2]

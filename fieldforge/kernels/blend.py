@@ -10,8 +10,8 @@ t_threshold. Colour = sum w_i c_i + T_final bg over D channels, alpha = 1 - T_fi
 
 Tiles are dealt to the threads round robin, forward and backward (neighbouring tiles, which cost
 alike, go to different threads, so an object in one part of the image leaves no thread idle).
-Forward: a tile's work writes that tile's pixels only. The tile's list is walked once, front to back; each Gaussian visits only the tile's pixels inside the
-bounding box of its ellipse alpha >= alpha_threshold, so the work is about the number of
+Forward: a tile's work writes that tile's pixels only. The tile's list is walked once, front to
+back; each Gaussian visits only the tile's pixels inside the bounding box of its ellipse alpha >= alpha_threshold, so the work is about the number of
 (pixel, Gaussian) overlaps, whatever the tile size. Each pixel keeps its final transmittance and
 the number of list entries up to its last blended one (gsplat's ``last_ids``). Backward: the list
 is walked back to front from the deepest such entry; each pixel, from its own last entry on,

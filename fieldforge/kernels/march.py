@@ -127,7 +127,6 @@ def _walk(o, d, o64, d64, near, k0, k_begin, count, dt, half_dt, bins, coarse, f
     # only the steps whose midpoints may lie in the box of the occupied cells (grown by a cell on
     # every level) can be kept: the walk starts and ends a step beyond them
     t_in, t_out = _clip(o64, d64, inv_d, occ_lo, occ_hi)
-    end = count
     if t_in <= t_out:
         k_lo = np.floor((t_in - near) * inv_dt - 0.5) - k0 - 1.0
         k_hi = np.ceil((t_out - near) * inv_dt - 0.5) - k0 + 2.0
@@ -293,9 +292,3 @@ class Lattice:
             kernels.call(_advance, *self.args, rays.contiguous().numpy(), self.cursor, t_starts.numpy(), n.numpy())
         return t_starts, n
 
-
-def traverse(binaries: Tensor, roi: Tensor, origins: Tensor, directions: Tensor, near_p: Tensor, k0: Tensor,
-             counts: Tensor, dt: float) -> tuple[Tensor, Tensor]:
-    """Packed (ray_indices int64, t_starts float32) of the occupied lattice samples (arguments as
-    :class:`Lattice`)."""
-    return Lattice(binaries, roi, origins, directions, near_p, k0, counts, dt).all()

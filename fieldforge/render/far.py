@@ -38,14 +38,12 @@ def merge_packed(first: tuple[Tensor, Tensor, Tensor], then: tuple[Tensor, Tenso
                  ) -> tuple[Tensor, Tensor, Tensor]:
     """Packed samples of ``first`` followed, on each ray, by those of ``then`` (both packed, rays
     in [0, ``n_rays``)). Every sample is scattered to its place (ray offset + rank), in O(S)."""
-    counts_a = torch.bincount(first[0], minlength=n_rays)
-    counts_b = torch.bincount(then[0], minlength=n_rays)
-    start = torch.cumsum(counts_a + counts_b, 0) - counts_a - counts_b  # each ray's first merged slot
-    # a sample's rank in its ray is its index minus the ray's first index in its own packed list
-    pos_a = start[first[0]] + torch.arange(len(first[0]), device=start.device) - (torch.cumsum(counts_a, 0)
-                                                                                  - counts_a)[first[0]]
-    pos_b = (start + counts_a - torch.cumsum(counts_b, 0) + counts_b)[then[0]] + torch.arange(
-        len(then[0]), device=start.device)
+    (ra, *_), (rb, *_) = first, then
+    counts_a, counts_b = torch.bincount(ra, minlength=n_rays), torch.bincount(rb, minlength=n_rays)
+    first_a, first_b = torch.cumsum(counts_a, 0) - counts_a, torch.cumsum(counts_b, 0) - counts_b
+    start = first_a + first_b  # each ray's first merged slot
+    pos_a = start[ra] + torch.arange(len(ra), device=ra.device) - first_a[ra]  # + the rank in its ray
+    pos_b = (start + counts_a)[rb] + torch.arange(len(rb), device=rb.device) - first_b[rb]
     out = []
     for a, b in zip(first, then):
         merged = a.new_empty(len(a) + len(b))

@@ -34,7 +34,7 @@ from torch import Tensor
 from fieldforge.fields.base import Field
 from fieldforge.render.exact import exact_composite
 from fieldforge.render.far import far_samples, merge_packed
-from fieldforge.render.occupancy import OccupancyGrid
+from fieldforge.render.occupancy import OccupancyGrid, PackedLattice
 from fieldforge.render.volume import composite, exclusive_segment_cumsum
 from fieldforge.scenes.cameras import Cameras
 from fieldforge.scenes.rays import Rays, camera_rays
@@ -168,21 +168,14 @@ def _march_passes(take: Take, alive: Tensor, n_rays: int, per_pass: int, early_s
 def _packed_take(ray_indices: Tensor, n_rays: int) -> tuple[Take, Tensor]:
     """A ``take`` over packed samples (``ray_indices`` non-decreasing), whose data is the samples'
     indices, and the rays that have samples."""
-    counts = torch.bincount(ray_indices, minlength=n_rays)
-    first = torch.cumsum(counts, 0) - counts
-    cursor = torch.zeros_like(counts)
+    walk = PackedLattice(ray_indices, torch.arange(len(ray_indices), device=ray_indices.device), n_rays)
 
     def take(group: Tensor, step: int) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
-        m = torch.clamp(counts[group] - cursor[group], max=step)
-        total = int(m.sum())
-        r = torch.repeat_interleave(group, m, output_size=total)
-        rank = torch.arange(total, device=r.device) - torch.repeat_interleave(torch.cumsum(m, 0) - m, m,
-                                                                               output_size=total)
-        idx = first[r] + cursor[r] + rank
-        cursor[group] += m
-        return r, counts[group] > cursor[group], (idx,)
+        idx, n = walk.advance(group, step)
+        valid = torch.arange(step, device=group.device) < n[:, None]
+        return group[:, None].expand(-1, step)[valid], walk.counts[group] > walk.cursor[group], (idx[valid],)
 
-    return take, torch.nonzero(counts)[:, 0]
+    return take, torch.nonzero(walk.counts)[:, 0]
 
 
 def _lattice_take(estimator: OccupancyGrid, rays: Rays, near: float, far: float, render_step_size: float,

@@ -16,7 +16,7 @@ contiguous, front to back (packed format, see :mod:`fieldforge.render.volume`).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +24,9 @@ from torch import Tensor, nn
 from fieldforge import kernels
 from fieldforge.render.volume import render_visibility_from_density
 from fieldforge.scenes.rays import Rays
+
+if TYPE_CHECKING:
+    from fieldforge.kernels.march import Lattice
 
 
 def ray_aabb_intersect(origins: Tensor, directions: Tensor, aabb: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -204,7 +207,7 @@ class OccupancyGrid(nn.Module):
     # ----------------------------------------------------------------------------- sampling
     @torch.no_grad()
     def lattice(self, rays: Rays, near: float = 0.0, far: float = 1e10, render_step_size: float = 5e-3,
-                stratified: bool = False, generator: torch.Generator | None = None):
+                stratified: bool = False, generator: torch.Generator | None = None) -> PackedLattice | Lattice:
         """The occupied samples of ``rays`` (those :meth:`sample` keeps before pruning), to be walked
         at once (``.all()``: packed ray_indices, t_starts) or a few per ray at a time
         (``.advance(rays, limit)``): :class:`fieldforge.kernels.march.Lattice` for float32 CPU rays,
@@ -256,23 +259,25 @@ class OccupancyGrid(nn.Module):
 
 
 class PackedLattice:
-    """Packed occupied samples walked with a cursor per ray: the reference of
+    """Packed per-sample values (``ray_indices`` non-decreasing) walked with a cursor per ray. With
+    the occupied samples' t_starts as values it is the reference of
     :class:`fieldforge.kernels.march.Lattice` (same interface, same samples)."""
 
-    def __init__(self, ray_indices: Tensor, t_starts: Tensor, n_rays: int):
-        self.ray_indices, self.t_starts = ray_indices, t_starts
+    def __init__(self, ray_indices: Tensor, values: Tensor, n_rays: int):
+        self.ray_indices, self.values = ray_indices, values
         self.counts = torch.bincount(ray_indices, minlength=n_rays)
         self.first = torch.cumsum(self.counts, 0) - self.counts
         self.cursor = torch.zeros_like(self.counts)
 
     def all(self) -> tuple[Tensor, Tensor]:
-        return self.ray_indices, self.t_starts
+        return self.ray_indices, self.values
 
     def advance(self, rays: Tensor, limit: int) -> tuple[Tensor, Tensor]:
-        """t_starts [A, limit] of the next at most ``limit`` samples of each of ``rays`` and their number [A]."""
+        """Values [A, limit] of the next at most ``limit`` samples of each of ``rays`` (zeros past
+        the last) and their number [A]; the rays' cursors move past them."""
         n = torch.clamp(self.counts[rays] - self.cursor[rays], max=limit)
         valid = torch.arange(limit, device=rays.device) < n[:, None]
-        t = self.t_starts.new_zeros(len(rays), limit)
-        t[valid] = self.t_starts[((self.first[rays] + self.cursor[rays])[:, None] + valid.cumsum(1) - 1)[valid]]
+        out = self.values.new_zeros(len(rays), limit)
+        out[valid] = self.values[((self.first[rays] + self.cursor[rays])[:, None] + valid.cumsum(1) - 1)[valid]]
         self.cursor[rays] += n
-        return t, n
+        return out, n

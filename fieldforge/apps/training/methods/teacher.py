@@ -23,8 +23,8 @@ from fieldforge.render.occupancy import OccupancyGrid
 
 def load_teacher(run: str | Path, device: torch.device) -> tuple[Field, OccupancyGrid]:
     """The field of a trained field run (in eval mode) and its occupancy grid, loaded once (by the
-    training layer, which hands the field to the student; :class:`Teacher` freezes it). One-line errors for a missing run or
-    checkpoint, an unknown method, or a run that is not a field (e.g. Gaussian splats)."""
+    training layer, which hands the field to the student; :class:`Teacher` freezes it). One-line
+    errors for a missing run or checkpoint, an unknown method, or a run that is not a field (e.g. Gaussian splats)."""
     from fieldforge.apps.training.run import load_run
 
     try:
