@@ -9,6 +9,9 @@ OpenMP layer shares libgomp with PyTorch, and its workers keep spinning after a 
 taking the cores from the PyTorch operations that follow (and resetting PyTorch's thread
 count when the pool starts). The workqueue layer must not be entered by two threads at once,
 so :func:`fieldforge.kernels.call` serialises kernel launches with a lock.
+
+``fma(a, b, c)``: a * b + c rounded once (LLVM's ``llvm.fma``: the FMA instruction where the CPU
+has one, else the C library's ``fma``), in the precision of its arguments.
 """
 
 from __future__ import annotations
@@ -16,8 +19,21 @@ from __future__ import annotations
 import functools
 
 import numba
+from numba.core import types
+from numba.extending import intrinsic
 
 numba.config.THREADING_LAYER = "workqueue"
 
 jit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy")
 pjit = functools.partial(numba.njit, cache=True, nogil=True, parallel=True, error_model="numpy")
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """a * b + c with one rounding, for three floats of one type."""
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+    return a(a, b, c), codegen

@@ -10,8 +10,7 @@ table [sum_l T_l, F]. Per axis u = fma(x, s_l, 0.5) (one rounding to float32, as
 on dense levels (m_k = res_l^k) or ``xor_k (i_k pi_k mod T_l)`` on hashed ones (T_l a power of
 two), computed in int64 whose low 32 bits equal tiny-cuda-nn's uint32 arithmetic, negative
 coordinates included. The output is level-major [N, L*F]. Storage and accumulation are float32
-as in the reference; a fused multiply-add is evaluated in float64 (where the product of two
-float32 is exact) and rounded once.
+as in the reference; a multiply-add is fused (rounded once), as in the reference's ``addcmul``.
 
 Work split (deterministic, independent of the thread count): the forward and the x gradient run
 in parallel over one block of points per thread, level by level inside a block so that one
@@ -29,7 +28,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from fieldforge import kernels
-from fieldforge.kernels._jit import jit, pjit
+from fieldforge.kernels._jit import fma, jit, pjit
 
 SUB = 128  # points per sub-block: per-axis terms and one corner's rows/weights for it stay in L1
 
@@ -40,17 +39,18 @@ def _axes(x, n0, nb, scale, mult, hashed, size, smooth, lo, hi, w, dw):
     (masked to T - 1 on hashed levels), w[k, j] = upper-corner weight, dw[k, j] = dw/dx."""
     s64 = np.float64(scale)
     one = np.float32(1.0)
+    mask = np.uint32(size - 1)
     for k in range(x.shape[1]):
-        m = mult[k]
+        m = np.uint32(mult[k])
         for j in range(nb):
             u = np.float32(np.float64(x[n0 + j, k]) * s64 + 0.5)  # fma: x s is exact in float64
             fl = np.floor(u)
             t = u - fl
-            a = np.int64(fl) * m
-            b = a + m
+            a = np.uint32(np.uint32(np.int64(fl)) * m)  # uint32 wrap, as tiny-cuda-nn
+            b = np.uint32(a + m)
             if hashed:
-                a &= size - 1
-                b &= size - 1
+                a &= mask
+                b &= mask
             lo[k, j] = a
             hi[k, j] = b
             if smooth:
@@ -73,20 +73,20 @@ def _corner(c, nb, hashed, size, lo, hi, w, rows, wts):
         up = (c >> k) & 1
         for j in range(nb):
             t = hi[k, j] if up else lo[k, j]
-            rows[j] = (rows[j] ^ t) if hashed else rows[j] + t
+            rows[j] = (rows[j] ^ t) if hashed else np.uint32(rows[j] + t)
             wts[j] = wts[j] * (w[k, j] if up else one - w[k, j])
     if not hashed:
         for j in range(nb):
-            r = rows[j] & 0xFFFFFFFF
-            rows[j] = r if r < size else r % size  # a division only past the grid's upper boundary
+            r = rows[j]
+            rows[j] = r if r < size else np.uint32(r % size)  # a division only past the grid's upper boundary
 
 
 @jit
 def _scratch(d):
     """Buffers of one work item for :func:`_axes` and :func:`_corner`: lo, hi [d, SUB] int64,
     w, dw [d, SUB] float32, rows [SUB] int64, wts [SUB] float32."""
-    return (np.empty((d, SUB), np.int64), np.empty((d, SUB), np.int64), np.empty((d, SUB), np.float32),
-            np.empty((d, SUB), np.float32), np.empty(SUB, np.int64), np.empty(SUB, np.float32))
+    return (np.empty((d, SUB), np.uint32), np.empty((d, SUB), np.uint32), np.empty((d, SUB), np.float32),
+            np.empty((d, SUB), np.float32), np.empty(SUB, np.uint32), np.empty(SUB, np.float32))
 
 
 @jit
@@ -107,8 +107,7 @@ def _forward_points(x, table, scales, mult, sizes, offsets, n_dense, smooth, sta
                 _corner(c, nb, hashed, size, lo, hi, w, rows, wts)
                 for f in range(n_feat):
                     for j in range(nb):
-                        v = np.float64(wts[j]) * np.float64(table[base + rows[j], f])
-                        acc[f, j] = np.float32(v if c == 0 else acc[f, j] + v)
+                        acc[f, j] = fma(wts[j], table[base + rows[j], f], acc[f, j] if c else np.float32(0.0))
             for j in range(nb):
                 for f in range(n_feat):
                     out[n0 + j, col + f] = acc[f, j]
