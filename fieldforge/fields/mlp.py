@@ -7,6 +7,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from fieldforge.kernels import linear
+
 
 class MLP(nn.Module):
     """``in_dim -> [width] * depth -> out_dim`` with ReLU; ``skips`` re-concatenate the input
@@ -23,13 +25,17 @@ class MLP(nn.Module):
         self.out = nn.Linear(d, out_dim)
 
     def forward(self, x: Tensor, modulate: Callable[[int, Tensor], Tensor] | None = None) -> Tensor:
-        """``modulate(i, h)``, if given, maps hidden layer i's pre-activation before the ReLU (CAM)."""
+        """``modulate(i, h)``, if given, maps hidden layer i's pre-activation before the ReLU (CAM).
+        Without it, :func:`fieldforge.kernels.linear.mlp` evaluates the layers (fused with their
+        ReLUs where no gradient is wanted)."""
+        if modulate is None:
+            return linear.mlp(x, [(layer.weight, layer.bias) for layer in self.hidden], (self.out.weight, self.out.bias),
+                              self.skips)
         h = x
         for i, layer in enumerate(self.hidden):
             if i in self.skips:
                 h = torch.cat([h, x], -1)
-            h = layer(h)
-            h = torch.relu_(h if modulate is None else modulate(i, h))  # in place on a fresh tensor
+            h = torch.relu_(modulate(i, layer(h)))  # in place on a fresh tensor
         return self.out(h)
 
 
