@@ -193,20 +193,22 @@ def _lattice_take(estimator: OccupancyGrid, rays: Rays, near: float, far: float,
     def take(group: Tensor, step: int) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
         t, n = lattice.advance(group, step)
         slot = torch.arange(step, device=group.device)
-        r = group[:, None].expand(-1, step)
         if n_far <= 0:
-            valid = slot < n[:, None]
-            ts = t[valid]
-            return r[valid], n == step, (ts, ts + dt)
+            sel = torch.nonzero((slot < n[:, None]).reshape(-1))[:, 0]  # the valid slots, flat
+            ts = t.reshape(-1)[sel]
+            return group[sel // step], n == step, (ts, ts + dt)
         # a ray whose grid samples ran out (n < step) continues with its far samples
         f_left = f_counts[group] - f_cursor[group]
         m = torch.where(n < step, torch.clamp(f_left, max=step - n), torch.zeros_like(n))
-        valid, is_far = slot < (n + m)[:, None], slot >= n[:, None]
-        f_idx = ((f_first[group] + f_cursor[group] - n)[:, None] + slot)[valid & is_far]
-        ts, te = t.clone(), t + dt
-        ts[valid & is_far], te[valid & is_far] = f_starts[f_idx], f_ends[f_idx]
+        sel = torch.nonzero((slot < (n + m)[:, None]).reshape(-1))[:, 0]
+        row, col = sel // step, sel % step
+        ts = t.reshape(-1)[sel]
+        te = ts + dt
+        far_at = torch.nonzero(col >= n[row])[:, 0]
+        f_idx = (f_first[group] + f_cursor[group] - n)[row[far_at]] + col[far_at]
+        ts[far_at], te[far_at] = f_starts[f_idx], f_ends[f_idx]
         f_cursor[group] += m
-        return r[valid], (n == step) | (f_left > m), (ts[valid], te[valid])
+        return group[row], (n == step) | (f_left > m), (ts, te)
 
     return take
 
@@ -301,7 +303,9 @@ def render_rays_passes(
                   **{k: v for k, v in out.items() if k != "rgb"}}
         for k, v in values.items():
             src = w if v is None else w * v
-            acc[k] = acc.get(k, src.new_zeros(n_rays, src.shape[1])).index_add(0, rs, src)
+            if k not in acc:
+                acc[k] = src.new_zeros(n_rays, src.shape[1])
+            acc[k].index_add_(0, rs, src)
         return sd
 
     take = _lattice_take(estimator, rays, near, far, render_step_size, n_far)
