@@ -172,8 +172,8 @@ def _packed_take(ray_indices: Tensor, n_rays: int) -> tuple[Take, Tensor]:
 
     def take(group: Tensor, step: int) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
         idx, n = walk.advance(group, step)
-        valid = torch.arange(step, device=group.device) < n[:, None]
-        return group[:, None].expand(-1, step)[valid], walk.counts[group] > walk.cursor[group], (idx[valid],)
+        sel = torch.nonzero((torch.arange(step, device=group.device) < n[:, None]).reshape(-1))[:, 0]
+        return group[sel // step], walk.counts[group] > walk.cursor[group], (idx.reshape(-1)[sel],)
 
     return take, torch.nonzero(walk.counts)[:, 0]
 
@@ -241,7 +241,8 @@ def _visible_in_passes(
             vis &= 1.0 - torch.exp(-sd) >= alpha_thre
         keep[idx] = vis
         if payload is not None:
-            kept.append((idx[vis], payload[vis]))
+            at = torch.nonzero(vis)[:, 0]
+            kept.append((idx[at], payload[at]))
         return sd
 
     take, alive = _packed_take(ray_indices, n_rays)
