@@ -173,3 +173,24 @@ def test_dispatch_follows_fieldforge_kernels(monkeypatch, path):
     rgb, _ = composite_tiles(*[t.detach().clone().requires_grad_(True) for t in inputs], bins, 16, 16)
     # the fast path returns the kernel's output; the reference untiles its tile-major output
     assert (type(rgb.grad_fn).__name__ == "CompositeBackward") == (path == "numba")
+
+
+def test_exp_polynomial_within_one_ulp():
+    """The blend kernels' exp(-e) (a polynomial, so that their pixel loops vectorise) against float64."""
+    import numba
+    import numpy as np
+
+    from fieldforge.kernels.blend import _exp_neg
+
+    @numba.njit
+    def evaluate(e):
+        out = np.empty_like(e)
+        for i in range(e.size):
+            out[i] = _exp_neg(e[i])
+        return out
+
+    e = np.concatenate([np.linspace(0, 20, 200_001, dtype=np.float32),
+                        np.random.default_rng(0).random(20_000, dtype=np.float32) * 20])
+    exact = np.exp(-e.astype(np.float64))
+    ulp = np.spacing(exact.astype(np.float32)).astype(np.float64)
+    assert (np.abs(evaluate(e) - exact) / ulp).max() <= 1.0

@@ -11,7 +11,8 @@ count when the pool starts). The workqueue layer must not be entered by two thre
 so :func:`fieldforge.kernels.call` serialises kernel launches with a lock.
 
 ``fma(a, b, c)``: a * b + c rounded once (LLVM's ``llvm.fma``: the FMA instruction where the CPU
-has one, else the C library's ``fma``), in the precision of its arguments.
+has one, else the C library's ``fma``), in the precision of its arguments. ``pow2(n)``: 2^n as a
+float32 for an int32 -126 <= n <= 127, from its bits (no call, so loops using it vectorise).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import functools
 
 import numba
+from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic
 
@@ -38,3 +40,14 @@ def fma(typingctx, a, b, c):
         return builder.fma(*args)
     return a(a, b, c), codegen
 
+
+@intrinsic
+def pow2(typingctx, n):
+    """2^n (float32) for an int32 n in [-126, 127]: the exponent field n + 127, no mantissa."""
+    if n != types.int32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        bits = builder.shl(builder.add(args[0], ir.Constant(ir.IntType(32), 127)), ir.Constant(ir.IntType(32), 23))
+        return builder.bitcast(bits, ir.FloatType())
+    return types.float32(n), codegen
