@@ -7,7 +7,9 @@ implementations with the same semantics:
 - the **reference**: the pure-PyTorch code in the module that owns the method (for example
   :class:`fieldforge.encoders.hashgrid.HashGrid`), correct on every device, documented and tested;
 - the **fast path**: a fused, multi-threaded CPU kernel in this package, compiled by numba
-  (LLVM, shipped in numba's wheel: no system compiler) at first use and cached on disk.
+  (LLVM, shipped in numba's wheel: no system compiler) at first use and cached on disk; one
+  module, :mod:`fieldforge.kernels.linear` (MLP layers fused with their ReLU), calls oneDNN through
+  PyTorch instead and needs no compilation.
 
 The entry point of each kernel (the public function or module of the owning layer) asks
 :func:`enabled` whether to take the fast path for its tensors. ``FIELDFORGE_KERNELS`` chooses:
