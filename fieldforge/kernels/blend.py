@@ -76,7 +76,7 @@ def _span(centre, extent, lo, hi):
 
 @jit(inline="always")
 def _exp_neg(e):
-    """exp(-e) in float32 for e in [0, 20] (Cephes' expf: Cody-Waite reduction by ln 2, a degree-5
+    """exp(-e) in float32 for e in [0, 80] (Cephes' expf: Cody-Waite reduction by ln 2, a degree-5
     polynomial, 2^n from its bits; within 1 ulp of exp, tested). Written without
     calls, so that a loop over pixels using it vectorises."""
     x = -e
@@ -141,7 +141,7 @@ def _forward_tile(t, offsets, packed, bg, tiles_x, tile_size, alpha_threshold, m
             for i in range(tw):
                 dx = mx - cx[i]
                 e = np.float32(0.5) * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
-                ec = e if e < np.float32(20.0) else np.float32(20.0)  # (NaN -> 20: masked below)
+                ec = e if e < np.float32(80.0) else np.float32(80.0)  # (NaN -> 80: masked below)
                 ec = ec if ec > zero else zero
                 raw = o * _exp_neg(ec)
                 a = raw if raw < max_alpha else max_alpha
