@@ -8,8 +8,8 @@ table [sum_l T_l, F]. Per axis u = fma(x, s_l, 0.5) (one rounding to float32, as
 ``fmaf``), i0 = floor(u), w = u - i0 (smoothstep: w <- w^2 (3 - 2w)). Corner c = sum_k c_k 2^k
 (axis 0 fastest) has weight prod_k (w_k or 1 - w_k) and row ``(sum_k i_k m_k mod 2^32) mod T_l``
 on dense levels (m_k = res_l^k) or ``xor_k (i_k pi_k mod T_l)`` on hashed ones (T_l a power of
-two), computed in int64 whose low 32 bits equal tiny-cuda-nn's uint32 arithmetic, negative
-coordinates included. The output is level-major [N, L*F]. Storage and accumulation are float32
+two), computed in uint32 as tiny-cuda-nn does (the reference computes in int64 and keeps the low
+32 bits: the same rows), negative coordinates included. The output is level-major [N, L*F]. Storage and accumulation are float32
 as in the reference; a multiply-add is fused (rounded once), as in the reference's ``addcmul``.
 
 Work split (deterministic, independent of the thread count): the forward and the x gradient run

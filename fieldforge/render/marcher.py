@@ -165,6 +165,12 @@ def _march_passes(take: Take, alive: Tensor, n_rays: int, per_pass: int, early_s
             alive = alive[torch.exp(-log_t[alive].float()) >= early_stop_eps]
 
 
+def _slots(n: Tensor, step: int) -> Tensor:
+    """Flat indices [K] of the first ``n[i]`` slots of each row i of an [A, step] block, row by row
+    (row = index // step, slot = index % step)."""
+    return torch.nonzero((torch.arange(step, device=n.device) < n[:, None]).reshape(-1))[:, 0]
+
+
 def _packed_take(ray_indices: Tensor, n_rays: int) -> tuple[Take, Tensor]:
     """A ``take`` over packed samples (``ray_indices`` non-decreasing), whose data is the samples'
     indices, and the rays that have samples."""
@@ -172,7 +178,7 @@ def _packed_take(ray_indices: Tensor, n_rays: int) -> tuple[Take, Tensor]:
 
     def take(group: Tensor, step: int) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
         idx, n = walk.advance(group, step)
-        sel = torch.nonzero((torch.arange(step, device=group.device) < n[:, None]).reshape(-1))[:, 0]
+        sel = _slots(n, step)
         return group[sel // step], walk.counts[group] > walk.cursor[group], (idx.reshape(-1)[sel],)
 
     return take, torch.nonzero(walk.counts)[:, 0]
@@ -192,15 +198,14 @@ def _lattice_take(estimator: OccupancyGrid, rays: Rays, near: float, far: float,
 
     def take(group: Tensor, step: int) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
         t, n = lattice.advance(group, step)
-        slot = torch.arange(step, device=group.device)
         if n_far <= 0:
-            sel = torch.nonzero((slot < n[:, None]).reshape(-1))[:, 0]  # the valid slots, flat
+            sel = _slots(n, step)
             ts = t.reshape(-1)[sel]
             return group[sel // step], n == step, (ts, ts + dt)
         # a ray whose grid samples ran out (n < step) continues with its far samples
         f_left = f_counts[group] - f_cursor[group]
         m = torch.where(n < step, torch.clamp(f_left, max=step - n), torch.zeros_like(n))
-        sel = torch.nonzero((slot < (n + m)[:, None]).reshape(-1))[:, 0]
+        sel = _slots(n + m, step)
         row, col = sel // step, sel % step
         ts = t.reshape(-1)[sel]
         te = ts + dt
