@@ -37,28 +37,23 @@ SUB = 128  # points per sub-block: per-axis terms and one corner's rows/weights 
 def _axes(x, n0, nb, scale, mult, hashed, size, smooth, lo, hi, w, dw):
     """Per axis k and point j of x[n0:n0+nb] at one level: lo/hi[k, j] = i0 m_k and (i0 + 1) m_k
     (masked to T - 1 on hashed levels), w[k, j] = upper-corner weight, dw[k, j] = dw/dx."""
-    s64 = np.float64(scale)
-    one = np.float32(1.0)
-    mask = np.uint32(size - 1)
+    one, half = np.float32(1.0), np.float32(0.5)
+    mask = np.uint32(size - 1) if hashed else np.uint32(0xFFFFFFFF)
     for k in range(x.shape[1]):
         m = np.uint32(mult[k])
         for j in range(nb):
-            u = np.float32(np.float64(x[n0 + j, k]) * s64 + 0.5)  # fma: x s is exact in float64
+            u = fma(x[n0 + j, k], scale, half)
             fl = np.floor(u)
-            t = u - fl
             a = np.uint32(np.uint32(np.int64(fl)) * m)  # uint32 wrap, as tiny-cuda-nn
-            b = np.uint32(a + m)
-            if hashed:
-                a &= mask
-                b &= mask
-            lo[k, j] = a
-            hi[k, j] = b
-            if smooth:
+            lo[k, j] = a & mask
+            hi[k, j] = np.uint32(a + m) & mask
+            w[k, j] = u - fl
+            dw[k, j] = scale
+        if smooth:
+            for j in range(nb):
+                t = w[k, j]
                 w[k, j] = t * t * (np.float32(3.0) - np.float32(2.0) * t)
                 dw[k, j] = np.float32(6.0) * t * (one - t) * scale
-            else:
-                w[k, j] = t
-                dw[k, j] = scale
 
 
 @jit
@@ -89,38 +84,67 @@ def _scratch(d):
             np.empty((d, SUB), np.float32), np.empty(SUB, np.uint32), np.empty(SUB, np.float32))
 
 
+@jit(inline="always")
+def _gather(x_dim, nb, hashed, size, lo, hi, w, table, base, out, row0, col):
+    """out[row0 + j, col + f] = sum_c wt_c table[base + row_c, f] for the sub-block's nb points,
+    point by point: corners in order, each term added with one rounding (the reference's
+    addcmul), two features at a time in registers. ``x_dim`` is a constant where the caller
+    passes one, which unrolls the corner loops."""
+    one, zero = np.float32(1.0), np.float32(0.0)
+    n_feat = table.shape[1]
+    for j in range(nb):
+        for f in range(0, n_feat, 2):
+            pair = f + 1 < n_feat
+            a0, a1 = zero, zero
+            for c in range(1 << x_dim):
+                r = hi[0, j] if c & 1 else lo[0, j]
+                wt = w[0, j] if c & 1 else one - w[0, j]
+                for k in range(1, x_dim):
+                    up = (c >> k) & 1
+                    t = hi[k, j] if up else lo[k, j]
+                    r = (r ^ t) if hashed else np.uint32(r + t)
+                    wt = wt * (w[k, j] if up else one - w[k, j])
+                if not hashed and r >= size:
+                    r = np.uint32(r % size)  # a division only past the grid's upper boundary
+                a0 = fma(wt, table[base + r, f], a0)
+                if pair:
+                    a1 = fma(wt, table[base + r, f + 1], a1)
+            out[row0 + j, col + f] = a0
+            if pair:
+                out[row0 + j, col + f + 1] = a1
+
+
 @jit
 def _forward_points(x, table, scales, mult, sizes, offsets, n_dense, smooth, start, end, out):
-    """out[n, l F + f] = sum_c wts[c] table[offset_l + rows[c], f] for start <= n < end, summed over
-    corners in order with one rounding per term (the reference's addcmul). A sub-block's sums are
-    carried in a contiguous [F, SUB] buffer and written to ``out`` once per level."""
+    """out[n, l F + f] for start <= n < end, level by level (one level's table stays in cache).
+    The common dimensions get their own unrolled :func:`_gather`."""
     d = x.shape[1]
     n_feat = table.shape[1]
     lo, hi, w, dw, rows, wts = _scratch(d)
-    acc = np.empty((n_feat, SUB), np.float32)
     for lvl in range(scales.shape[0]):
         base, size, hashed, col = offsets[lvl], sizes[lvl], lvl >= n_dense, lvl * n_feat
         for n0 in range(start, end, SUB):
             nb = min(SUB, end - n0)
             _axes(x, n0, nb, scales[lvl], mult[lvl], hashed, size, smooth, lo, hi, w, dw)
-            for c in range(1 << d):
-                _corner(c, nb, hashed, size, lo, hi, w, rows, wts)
-                for f in range(n_feat):
-                    for j in range(nb):
-                        acc[f, j] = fma(wts[j], table[base + rows[j], f], acc[f, j] if c else np.float32(0.0))
-            for j in range(nb):
-                for f in range(n_feat):
-                    out[n0 + j, col + f] = acc[f, j]
+            if d == 3:
+                _gather(3, nb, hashed, size, lo, hi, w, table, base, out, n0, col)
+            elif d == 2:
+                _gather(2, nb, hashed, size, lo, hi, w, table, base, out, n0, col)
+            elif d == 4:
+                _gather(4, nb, hashed, size, lo, hi, w, table, base, out, n0, col)
+            else:
+                _gather(d, nb, hashed, size, lo, hi, w, table, base, out, n0, col)
 
 
 @jit
 def _backward_table_level(x, grad_out, scales, mult, sizes, offsets, n_dense, smooth, lvl, grad_table):
-    """grad_table[offset_l + rows[c], f] += wts[c] grad_out[l, n, f] (level-major) for level l = lvl,
-    points in order."""
+    """grad_table[offset_l + rows[c], f] = sum over points, in order, of wts[c] grad_out[l, n, f]
+    ([L, N, F]) for level l = lvl (the level's rows are set, not added to)."""
     n_pts, d = x.shape
     n_feat = grad_table.shape[1]
     lo, hi, w, dw, rows, wts = _scratch(d)
     base, size, hashed, g = offsets[lvl], sizes[lvl], lvl >= n_dense, grad_out[lvl]
+    grad_table[base:base + size] = 0
     for n0 in range(0, n_pts, SUB):
         nb = min(SUB, n_pts - n0)
         _axes(x, n0, nb, scales[lvl], mult[lvl], hashed, size, smooth, lo, hi, w, dw)
@@ -135,8 +159,7 @@ def _backward_table_level(x, grad_out, scales, mult, sizes, offsets, n_dense, sm
 @jit
 def _backward_x_points(x, table, grad_out, scales, mult, sizes, offsets, n_dense, smooth, start, end, grad_x):
     """grad_x[n, k] = sum_l dw_k/dx_k sum_c (+-1) prod_{i != k} (w_i or 1 - w_i)
-    <grad_out[l, n], table[offset_l + rows[c]]> (level-major grad_out) for start <= n < end, levels
-    in order."""
+    <grad_out[n, l F:(l + 1) F], table[offset_l + rows[c]]> for start <= n < end, levels in order."""
     d = x.shape[1]
     n_feat = table.shape[1]
     one = np.float32(1.0)
@@ -145,7 +168,7 @@ def _backward_x_points(x, table, grad_out, scales, mult, sizes, offsets, n_dense
     gw = np.empty((d, SUB), np.float32)
     grad_x[start:end] = 0
     for lvl in range(scales.shape[0]):
-        base, size, hashed, g = offsets[lvl], sizes[lvl], lvl >= n_dense, grad_out[lvl]
+        base, size, hashed, col = offsets[lvl], sizes[lvl], lvl >= n_dense, lvl * n_feat
         for n0 in range(start, end, SUB):
             nb = min(SUB, end - n0)
             _axes(x, n0, nb, scales[lvl], mult[lvl], hashed, size, smooth, lo, hi, w, dw)
@@ -156,7 +179,7 @@ def _backward_x_points(x, table, grad_out, scales, mult, sizes, offsets, n_dense
                     r = base + rows[j]
                     acc = np.float32(0.0)
                     for f in range(n_feat):
-                        acc += g[n0 + j, f] * table[r, f]
+                        acc += grad_out[n0 + j, col + f] * table[r, f]
                     val[j] = acc
                 for k in range(d):
                     for j in range(nb):
@@ -180,10 +203,18 @@ def _forward(x, table, scales, mult, sizes, offsets, n_dense, smooth, sb, out):
 
 
 @pjit
-def _backward_table(x, grad_out, scales, mult, sizes, offsets, n_dense, smooth, grad_table):
-    """The table gradient, levels in parallel (their rows are disjoint)."""
-    for lvl in numba.prange(scales.shape[0]):
-        _backward_table_level(x, grad_out, scales, mult, sizes, offsets, n_dense, smooth, lvl, grad_table)
+def _backward_table(x, grad_out, scales, mult, sizes, offsets, n_dense, smooth, sb, grad_table):
+    """The table gradient from grad_out [N, L F]: first transposed to [L, N, F] over blocks of sb
+    points in parallel, then levels in parallel (their rows are disjoint)."""
+    n_pts, n_levels, n_feat = x.shape[0], scales.shape[0], grad_table.shape[1]
+    g = np.empty((n_levels, n_pts, n_feat), np.float32)
+    for blk in numba.prange((n_pts + sb - 1) // sb):
+        for n in range(blk * sb, min(n_pts, (blk + 1) * sb)):
+            for lvl in range(n_levels):
+                for f in range(n_feat):
+                    g[lvl, n, f] = grad_out[n, lvl * n_feat + f]
+    for lvl in numba.prange(n_levels):
+        _backward_table_level(x, g, scales, mult, sizes, offsets, n_dense, smooth, lvl, grad_table)
 
 
 @pjit
@@ -238,8 +269,7 @@ class _Encode(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
         x, table = ctx.saved_tensors
-        n_levels, n_feat = ctx.layout.scales.size, ctx.table_shape[1]
-        g = grad_out.detach().reshape(-1, n_levels, n_feat).transpose(0, 1).contiguous().numpy()  # [L, N, F]
+        g = grad_out.detach().contiguous().numpy()  # [N, L F]
         x = x.detach()
         grad_x = grad_table = None
         if ctx.needs_input_grad[0]:
@@ -247,8 +277,9 @@ class _Encode(torch.autograd.Function):
             kernels.call(_backward_x, x.numpy(), table.detach().numpy(), g, *ctx.layout.args(),
                          _super_block(x.shape[0]), grad_x.numpy())
         if ctx.needs_input_grad[1]:
-            grad_table = torch.zeros(ctx.table_shape, dtype=torch.float32)
-            kernels.call(_backward_table, x.numpy(), g, *ctx.layout.args(), grad_table.numpy())
+            grad_table = torch.empty(ctx.table_shape, dtype=torch.float32)
+            kernels.call(_backward_table, x.numpy(), g, *ctx.layout.args(), _super_block(x.shape[0]),
+                         grad_table.numpy())
         return grad_x, grad_table, None, None
 
 
