@@ -88,13 +88,14 @@ class _Trained(torch.autograd.Function):
         layers, in_dim = ctx.layers, ctx.in_dim
         grads = [[torch.zeros_like(w), None if b is None else torch.zeros_like(b)] for w, b in layers]
         want_x = ctx.needs_input_grad[0]
-        grad_x = []
+        grad_x = grad.new_empty(grad.shape[0], in_dim) if want_x else None
+        ones = grad.new_ones(ROWS)
         for (s, e, _), inputs in zip(ctx.blocks, ctx.inputs):
             g, extra = grad[s:e], []
             for i in reversed(range(len(layers))):
                 grads[i][0].addmm_(g.T, inputs[i])
                 if grads[i][1] is not None:
-                    grads[i][1].add_(g.sum(0))
+                    grads[i][1].addmv_(g.T, ones[:e - s])  # the column sums, by BLAS
                 if i == 0 and not want_x:
                     break
                 g = g @ layers[i][0]
@@ -104,9 +105,9 @@ class _Trained(torch.autograd.Function):
                 if i > 0:
                     g = torch.ops.aten.threshold_backward(g, inputs[i][:, :g.shape[1]], 0)
             if want_x:
-                grad_x.append(sum(extra, g))
+                grad_x[s:e] = sum(extra, g)  # written while the block is in cache
         ctx.inputs = None
-        return (torch.cat(grad_x) if want_x else None, None, None, *[t for pair in grads for t in pair])
+        return (grad_x, None, None, *[t for pair in grads for t in pair])
 
 
 def mlp(x: Tensor, hidden: Sequence[Layer], out: Layer, skips: tuple[int, ...] = ()) -> Tensor:

@@ -81,7 +81,7 @@ def render_rays(
     n_rays = len(rays)
     encoding = None
     if prune and (early_stop_eps > 0 or alpha_thre > 0) and len(ray_indices):
-        alpha_thre = min(alpha_thre, float(estimator.occs.mean()))
+        alpha_thre = min(alpha_thre, float(estimator.occs.mean())) if alpha_thre > 0 else 0.0
         keep, encoding = _visible_in_passes(sigma_fn, ray_indices, t_starts, t_ends, n_rays, early_stop_eps,
                                             alpha_thre, per_pass)
         ray_indices, t_starts, t_ends = ray_indices[keep], t_starts[keep], t_ends[keep]
