@@ -1,7 +1,7 @@
 """SH colour kernel vs the PyTorch reference of ``sh_colors``: colours and the gradients w.r.t.
 coefficients and directions for sh_degree 0..4 with more coefficients than needed, zero and
 tiny directions, clamped colours, batched leading shapes, N = 0, and bit-identical results on
-1 and 2 threads."""
+1 and 2 threads; the SH basis kernel (no gradient) vs ``sh_basis``'s reference for 1..5 bands."""
 
 from __future__ import annotations
 
@@ -74,3 +74,31 @@ def test_sh_rejects_bad_arguments():
         sh_colors(5, dirs, coeffs)
     with pytest.raises(ValueError, match="dirs"):
         sh_colors(1, dirs[:, :2], coeffs)
+
+
+@pytest.mark.parametrize("degree", [1, 2, 3, 4, 5])
+def test_basis_matches_reference(monkeypatch, degree):
+    from fieldforge.encoders.sh import sh_basis
+    from fieldforge.kernels import sh as sh_kernel
+
+    calls = []
+    inner = sh_kernel.basis
+    monkeypatch.setattr(sh_kernel, "basis", lambda d, k: calls.append(k) or inner(d, k))
+    d = torch.randn(2, 333, 3, generator=torch.Generator().manual_seed(degree)) * 1.5  # not unit: used as given
+    fast = sh_basis(d, degree)
+    assert calls == [degree]
+    monkeypatch.setenv("FIELDFORGE_KERNELS", "torch")
+    ref = sh_basis(d, degree)
+    assert len(calls) == 1 and fast.shape == ref.shape == (2, 333, degree * degree)
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+    assert sh_basis(d[:0], degree).shape == (0, 333, degree * degree)
+
+
+def test_basis_with_gradient_takes_the_reference(monkeypatch):
+    from fieldforge.encoders.sh import sh_basis
+    from fieldforge.kernels import sh as sh_kernel
+
+    monkeypatch.setattr(sh_kernel, "basis", lambda d, k: pytest.fail("the kernel has no gradient"))
+    d = torch.nn.functional.normalize(torch.randn(50, 3), dim=-1).requires_grad_(True)
+    sh_basis(d, 4).sum().backward()
+    assert d.grad is not None and d.grad.abs().sum() > 0

@@ -10,13 +10,23 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from fieldforge import kernels
 from fieldforge.encoders.base import Encoding
 
 MAX_DEGREE = 5
 
 
 def sh_basis(d: Tensor, degree: int) -> Tensor:
-    """Real SH basis Y_0 .. Y_{degree^2 - 1} of unit directions ``d`` [..., 3] -> [..., degree^2]."""
+    """Real SH basis Y_0 .. Y_{degree^2 - 1} of unit directions ``d`` [..., 3] -> [..., degree^2].
+    Float32 CPU directions that need no gradient take the kernel of :mod:`fieldforge.kernels.sh`
+    (the same values, computed in float64 and rounded once)."""
+    if (d.dtype == torch.float32 and 1 <= degree <= MAX_DEGREE and kernels.enabled(d)
+            and not (d.requires_grad and torch.is_grad_enabled())):
+        try:
+            from fieldforge.kernels import sh
+            return sh.basis(d, degree)
+        except kernels.Unavailable:
+            pass
     x, y, z = d.unbind(-1)
     out = [torch.full_like(x, 0.28209479177387814)]
     if degree > 1:

@@ -8,6 +8,9 @@ convention, directions in world axes), sh_degree 0..4. Gradients flow to the coe
 (zero for the unused bases k >= (sh_degree + 1)^2) and to the directions through the
 normalisation; the clamp passes gradient where the unclamped colour is >= 0, as torch's does.
 
+:func:`basis` is the fast path of :func:`fieldforge.encoders.sh.sh_basis` itself (1..5 bands, no
+gradient; the view directions of the NGP field's colour network).
+
 Parallel over fixed blocks of Gaussians (bases computed for a whole block at once); every output value is
 written by one thread, so results do not depend on the thread count. Storage is float32, the
 arithmetic float64.
@@ -45,6 +48,22 @@ def _unit(dirs, lo, n, U):
         x, y, z = float(dirs[lo + j, 0]), float(dirs[lo + j, 1]), float(dirs[lo + j, 2])
         norm = max(math.sqrt(x * x + y * y + z * z), NORM_EPS)
         U[0, j], U[1, j], U[2, j], U[3, j] = x / norm, y / norm, z / norm, norm
+
+
+@pjit
+def _basis_rows(dirs, nb, out):
+    """out[i, k] = the k-th basis of dirs[i] as given (not normalised), k < nb, over blocks in parallel."""
+    M = dirs.shape[0]
+    for blk in prange((M + BLOCK - 1) // BLOCK):
+        U, Y = np.empty((4, BLOCK)), np.empty((25, BLOCK))
+        lo = blk * BLOCK
+        n = min(M - lo, BLOCK)
+        for j in range(n):
+            U[0, j], U[1, j], U[2, j] = dirs[lo + j, 0], dirs[lo + j, 1], dirs[lo + j, 2]
+        _basis(U, n, nb, Y)
+        for j in range(n):
+            for k in range(nb):
+                out[lo + j, k] = Y[k, j]
 
 
 @jit
@@ -202,6 +221,18 @@ class _SHColors(torch.autograd.Function):
         kernels.call(_backward, dirs.detach().contiguous().numpy(), coeffs.detach().contiguous().numpy(), ctx.nb,
                      g_out.contiguous().numpy(), g_dirs.numpy(), g_coeffs.numpy())
         return None, g_dirs, g_coeffs
+
+
+def basis(d: Tensor, degree: int) -> Tensor:
+    """The fast path of :func:`fieldforge.encoders.sh.sh_basis` (no gradient) for float32 CPU
+    directions [..., 3] (used as given, not normalised) and ``degree`` 1..5 bands -> [..., degree^2]
+    (float32, computed in float64)."""
+    if not 1 <= degree <= MAX_SH_DEGREE + 1:
+        raise ValueError(f"sh basis: degree must be 1..{MAX_SH_DEGREE + 1} bands, got {degree}")
+    flat = kernels.as_array(d.reshape(-1, 3), torch.float32, "d", "sh basis")
+    out = torch.empty(flat.shape[0], degree * degree)
+    kernels.call(_basis_rows, flat, degree * degree, out.numpy())
+    return out.reshape(d.shape[:-1] + (degree * degree,))
 
 
 def sh_colors(sh_degree: int, dirs: Tensor, coeffs: Tensor) -> Tensor:

@@ -109,6 +109,44 @@ class _Composite(torch.autograd.Function):
         return None, None, d_sigmas, d_values, None
 
 
+@jit
+def _pass_weights(sd, ray_indices, log_t, early_stop_eps, alpha_thre, sel, w):
+    """One marching pass (see :func:`pass_weights`): zeroes sd below alpha_thre in place, writes
+    the composited samples' indices and weights to sel and w, returns their number."""
+    n = 0
+    s_excl = 0.0
+    for i in range(sd.shape[0]):
+        if i == 0 or ray_indices[i] != ray_indices[i - 1]:
+            s_excl = 0.0
+        tau = sd[i]
+        if alpha_thre > 0 and np.float32(1.0) - np.exp(-tau) < alpha_thre:
+            tau = np.float32(0.0)
+            sd[i] = tau
+        log_trans = log_t[i] + np.float64(np.float32(s_excl))  # the exclusive sum rounded to float32
+        if np.exp(-np.float32(log_trans)) >= early_stop_eps and tau > 0:
+            sel[n] = i
+            w[n] = np.float32(np.exp(-log_trans) * (1.0 - np.exp(-np.float64(tau))))
+            n += 1
+        s_excl += np.float64(tau)
+    return n
+
+
+def pass_weights(sd: Tensor, ray_indices: Tensor, log_t: Tensor, early_stop_eps: float,
+                 alpha_thre: float) -> tuple[Tensor, Tensor, Tensor]:
+    """The fast path of :func:`fieldforge.render.volume.pass_weights` (float32 ``sd``, float64
+    ``log_t``, CPU): one serial walk over the samples, float64 sums restarting at each ray."""
+    if sd.dim() != 1 or ray_indices.shape != sd.shape or log_t.shape != sd.shape:
+        raise ValueError(f"pass_weights: sd, ray_indices and log_t must be [K], got {list(sd.shape)}, "
+                         f"{list(ray_indices.shape)}, {list(log_t.shape)}")
+    sd = sd.clone()
+    sel, w = torch.empty(len(sd), dtype=torch.int64), torch.empty(len(sd), dtype=torch.float32)
+    n = kernels.call(_pass_weights, kernels.as_array(sd, torch.float32, "sd", "pass_weights"),
+                     kernels.as_array(ray_indices, torch.int64, "ray_indices", "pass_weights"),
+                     kernels.as_array(log_t, torch.float64, "log_t", "pass_weights"),
+                     np.float32(early_stop_eps), np.float32(alpha_thre), sel.numpy(), w.numpy())
+    return sd, sel[:n], w[:n]
+
+
 def _check(t_starts: Tensor, t_ends: Tensor, sigmas: Tensor, ray_indices: Tensor, n_rays: int, kernel: str,
            values: dict[str, Tensor]) -> Tensor:
     """Validate packed inputs (ValueError naming the argument); the per-ray sample offsets [R + 1]."""

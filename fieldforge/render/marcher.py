@@ -35,7 +35,7 @@ from fieldforge.fields.base import Field
 from fieldforge.render.exact import exact_composite
 from fieldforge.render.far import far_samples, merge_packed
 from fieldforge.render.occupancy import OccupancyGrid, PackedLattice
-from fieldforge.render.volume import composite, exclusive_segment_cumsum
+from fieldforge.render.volume import composite, exclusive_segment_cumsum, pass_weights
 from fieldforge.scenes.cameras import Cameras
 from fieldforge.scenes.rays import Rays, camera_rays
 
@@ -293,14 +293,8 @@ def render_rays_passes(
         else:
             out = field(x, dirs[r], tt)
             density = out["density"]
-        sd = density.reshape(-1) * (te - ts)
-        if alpha_thre > 0:
-            sd = torch.where(1 - torch.exp(-sd) < alpha_thre, torch.zeros_like(sd), sd)
-        log_trans = log_t + exclusive_segment_cumsum(sd, r, n_rays).double()
-        composited = (torch.exp(-log_trans.float()) >= early_stop_eps) & (sd > 0)
-        sel = torch.nonzero(composited)[:, 0]
-        w = (torch.exp(-log_trans[sel]) * (1 - torch.exp(-sd[sel].double()))).to(sd.dtype)[:, None]
-        rs = r[sel]
+        sd, sel, w = pass_weights(density.reshape(-1) * (te - ts), r, n_rays, log_t, early_stop_eps, alpha_thre)
+        w, rs = w[:, None], r[sel]
         if field.splits_appearance:
             out = field.appearance(features[sel], dirs[rs], None if tt is None else tt[sel])
         else:

@@ -32,6 +32,32 @@ def exclusive_segment_cumsum(values: Tensor, ray_indices: Tensor, n_rays: int) -
     return (exclusive - start_vals[ray_indices]).to(values.dtype)
 
 
+def pass_weights(sd: Tensor, ray_indices: Tensor, n_rays: int, log_t: Tensor, early_stop_eps: float,
+                 alpha_thre: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
+    """The compositing terms of one marching pass over samples [K] grouped by ray (a ray's samples
+    contiguous, front to back; ``ray_indices`` in [0, n_rays)): ``sd`` = sigma delta (float32), ``log_t`` (float64) the -log
+    transmittance of each sample's ray before the pass. Returns
+
+    - ``sd`` with the samples of alpha = 1 - exp(-sd) < ``alpha_thre`` set to 0 (a new tensor),
+    - ``sel`` [M]: the composited samples, T_i = exp(-(log_t + exclusive sum of sd)) >=
+      ``early_stop_eps`` (compared in float32, the exclusive sum rounded to float32) and sd_i > 0,
+    - ``w`` [M]: their weights T_i (1 - exp(-sd_i)), computed in float64, returned as float32.
+
+    Float32 CPU tensors take the serial kernel of :mod:`fieldforge.kernels.volume`."""
+    if sd.dtype == torch.float32 and log_t.dtype == torch.float64 and kernels.enabled(sd, ray_indices, log_t):
+        try:
+            from fieldforge.kernels import volume as fused
+            return fused.pass_weights(sd, ray_indices, log_t, early_stop_eps, alpha_thre)
+        except kernels.Unavailable:
+            pass
+    if alpha_thre > 0:
+        sd = torch.where(1 - torch.exp(-sd) < alpha_thre, torch.zeros_like(sd), sd)
+    log_trans = log_t + exclusive_segment_cumsum(sd, ray_indices, n_rays).double()
+    sel = torch.nonzero((torch.exp(-log_trans.float()) >= early_stop_eps) & (sd > 0))[:, 0]
+    w = (torch.exp(-log_trans[sel]) * (1 - torch.exp(-sd[sel].double()))).to(sd.dtype)
+    return sd, sel, w
+
+
 def _fast(ray_indices: Tensor, t_starts: Tensor, t_ends: Tensor, *values: Tensor) -> bool:
     """Whether the fused kernels of :mod:`fieldforge.kernels.volume` apply: float32 CPU tensors and
     sample bounds without gradients."""
