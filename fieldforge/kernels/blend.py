@@ -121,6 +121,7 @@ def _forward_tile(t, offsets, packed, bg, tiles_x, tile_size, alpha_threshold, m
     walk = np.zeros((th, tw), np.int32)
     acc = np.zeros((n_ch, th, tw), np.float32)
     w = np.empty(tw, np.float32)
+    stops = np.empty(tw, np.int32)  # (counted after the row's loop: a count inside keeps it 4 wide)
     cx = np.empty(tw, np.float32)
     for i in range(tw):
         cx[i] = np.float32(x0 + i) + np.float32(0.5)
@@ -153,7 +154,9 @@ def _forward_tile(t, offsets, packed, bg, tiles_x, tile_size, alpha_threshold, m
                 w[i] = a * Tv if blend else zero
                 T[y, i] = t_next if blend else (-Tv if stop else Tv)
                 walk[y, i] = jj if blend else walk[y, i]
-                stopped += np.int32(stop)
+                stops[i] = np.int32(1) if stop else np.int32(0)
+            for i in range(tw):
+                stopped += stops[i]
             live -= stopped
             for d in range(n_ch):
                 c = p[_GEOM + d]
