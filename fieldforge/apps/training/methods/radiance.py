@@ -55,6 +55,7 @@ class RadianceConfig(MethodConfig):
     lr: float = 1e-2
     lr_final_factor: float = 0.03  # exponential decay to lr * factor at the last step (``steps``)
     eps: float = 1e-15
+    beta2: float = 0.999  # Adam's second-moment decay
     weight_decay: float = 0.0
     init_batch_rays: int = 1024
     max_batch_rays: int = 8192
@@ -142,7 +143,8 @@ class RadianceMethod(Method):
     def make_optimizer(self) -> torch.optim.Optimizer:
         c = self.config
         # fused Adam: one kernel over all tensors instead of a chain of per-tensor ops
-        return torch.optim.Adam(self.field.parameters(), lr=c.lr, eps=c.eps, weight_decay=c.weight_decay, fused=True)
+        return torch.optim.Adam(self.field.parameters(), lr=c.lr, betas=(0.9, c.beta2), eps=c.eps,
+                                weight_decay=c.weight_decay, fused=True)
 
     # ------------------------------------------------------------------ training
     def distribute(self) -> None:
