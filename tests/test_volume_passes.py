@@ -35,3 +35,26 @@ def test_pass_weights_fast_reference_and_brute_force(monkeypatch, alpha_thre):
     assert sel_r.tolist() == expect_sel and len(expect_sel) > 10
     torch.testing.assert_close(w_r.double(), torch.tensor(expect_w, dtype=torch.float64), rtol=1e-5, atol=1e-9)
     assert len(pass_weights(sd[:0], r[:0], 40, log_t[:0], 1e-2, alpha_thre)[1]) == 0
+
+
+def test_pass_weights_parts_start_rays_and_threads_agree():
+    from fieldforge.kernels.volume import _parts
+
+    r = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 5]).numpy()
+    for n in (1, 2, 3, 4, 7):
+        b = _parts(r, n)
+        assert b[0] == 0 and b[-1] == len(r) and (b[1:] >= b[:-1]).all() and len(b) == n + 1
+        assert all(c in (0, 3, 5, 9, 10) for c in b)  # every part starts a ray (or is empty)
+    assert _parts(torch.zeros(6, dtype=torch.long).numpy(), 3).tolist() == [0, 6, 6, 6]
+    g = torch.Generator().manual_seed(4)
+    r = torch.repeat_interleave(torch.arange(300), torch.randint(0, 20, (300,), generator=g))
+    sd, log_t = torch.rand(len(r), generator=g), torch.rand(len(r), generator=g, dtype=torch.float64)
+    n = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            results.append(pass_weights(sd, r, 300, log_t, 1e-3, 0.02))
+    finally:
+        torch.set_num_threads(n)
+    assert all(torch.equal(a, b) for a, b in zip(*results))

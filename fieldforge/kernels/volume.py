@@ -109,42 +109,62 @@ class _Composite(torch.autograd.Function):
         return None, None, d_sigmas, d_values, None
 
 
-@jit
-def _pass_weights(sd, ray_indices, log_t, early_stop_eps, alpha_thre, sel, w):
-    """One marching pass (see :func:`pass_weights`): zeroes sd below alpha_thre in place, writes
-    the composited samples' indices and weights to sel and w, returns their number."""
-    n = 0
-    s_excl = 0.0
-    for i in range(sd.shape[0]):
-        if i == 0 or ray_indices[i] != ray_indices[i - 1]:
-            s_excl = 0.0
-        tau = sd[i]
-        if alpha_thre > 0 and np.float32(1.0) - np.exp(-tau) < alpha_thre:
-            tau = np.float32(0.0)
-            sd[i] = tau
-        log_trans = log_t[i] + np.float64(np.float32(s_excl))  # the exclusive sum rounded to float32
-        if np.exp(-np.float32(log_trans)) >= early_stop_eps and tau > 0:
-            sel[n] = i
-            w[n] = np.float32(np.exp(-log_trans) * (1.0 - np.exp(-np.float64(tau))))
-            n += 1
-        s_excl += np.float64(tau)
-    return n
+@pjit
+def _pass_weights(sd, ray_indices, log_t, early_stop_eps, alpha_thre, bounds, sel, w, counts):
+    """One marching pass (see :func:`pass_weights`) over the parts [bounds[p], bounds[p + 1]) in
+    parallel (each starts a ray): zeroes sd below alpha_thre in place, writes part p's composited
+    samples' indices and weights to sel and w from bounds[p] on, and their number to counts[p]."""
+    for part in prange(bounds.shape[0] - 1):
+        lo, n = bounds[part], 0
+        s_excl = 0.0
+        for i in range(lo, bounds[part + 1]):
+            if i == lo or ray_indices[i] != ray_indices[i - 1]:
+                s_excl = 0.0
+            tau = sd[i]
+            if alpha_thre > 0 and np.float32(1.0) - np.exp(-tau) < alpha_thre:
+                tau = np.float32(0.0)
+                sd[i] = tau
+            log_trans = log_t[i] + np.float64(np.float32(s_excl))  # the exclusive sum rounded to float32
+            if np.exp(-np.float32(log_trans)) >= early_stop_eps and tau > 0:
+                sel[lo + n] = i
+                w[lo + n] = np.float32(np.exp(-log_trans) * (1.0 - np.exp(-np.float64(tau))))
+                n += 1
+            s_excl += np.float64(tau)
+        counts[part] = n
+
+
+def _parts(rays: np.ndarray, n: int) -> np.ndarray:
+    """Bounds [n + 1] of n parts of ``rays`` of about equal length, each starting a run of equal
+    ray indices (a part may be empty)."""
+    k, bounds = len(rays), [0]
+    for p in range(1, n):
+        c = max(k * p // n, bounds[-1])
+        if 0 < c < k:
+            later = np.flatnonzero(rays[c:] != rays[c - 1])
+            c = c + int(later[0]) if len(later) else k
+        bounds.append(c)
+    return np.array([*bounds, k], np.int64)
 
 
 def pass_weights(sd: Tensor, ray_indices: Tensor, log_t: Tensor, early_stop_eps: float,
                  alpha_thre: float) -> tuple[Tensor, Tensor, Tensor]:
     """The fast path of :func:`fieldforge.render.volume.pass_weights` (float32 ``sd``, float64
-    ``log_t``, CPU): one serial walk over the samples, float64 sums restarting at each ray."""
+    ``log_t``, CPU): float64 sums restarting at each ray, the samples split into one part per
+    thread at ray starts (every ray in one part: the results do not depend on the split)."""
     if sd.dim() != 1 or ray_indices.shape != sd.shape or log_t.shape != sd.shape:
         raise ValueError(f"pass_weights: sd, ray_indices and log_t must be [K], got {list(sd.shape)}, "
                          f"{list(ray_indices.shape)}, {list(log_t.shape)}")
     sd = sd.clone()
-    sel, w = torch.empty(len(sd), dtype=torch.int64), torch.empty(len(sd), dtype=torch.float32)
-    n = kernels.call(_pass_weights, kernels.as_array(sd, torch.float32, "sd", "pass_weights"),
-                     kernels.as_array(ray_indices, torch.int64, "ray_indices", "pass_weights"),
-                     kernels.as_array(log_t, torch.float64, "log_t", "pass_weights"),
-                     np.float32(early_stop_eps), np.float32(alpha_thre), sel.numpy(), w.numpy())
-    return sd, sel[:n], w[:n]
+    k = len(sd)
+    rays = kernels.as_array(ray_indices, torch.int64, "ray_indices", "pass_weights")
+    bounds = _parts(rays, kernels.threads())
+    sel, w = torch.empty(k, dtype=torch.int64), torch.empty(k, dtype=torch.float32)
+    counts = np.zeros(len(bounds) - 1, np.int64)
+    kernels.call(_pass_weights, kernels.as_array(sd, torch.float32, "sd", "pass_weights"), rays,
+                 kernels.as_array(log_t, torch.float64, "log_t", "pass_weights"), np.float32(early_stop_eps),
+                 np.float32(alpha_thre), bounds, sel.numpy(), w.numpy(), counts)
+    keep = [slice(int(b), int(b + n)) for b, n in zip(bounds[:-1], counts)]
+    return sd, torch.cat([sel[s] for s in keep]), torch.cat([w[s] for s in keep])
 
 
 def _check(t_starts: Tensor, t_ends: Tensor, sigmas: Tensor, ray_indices: Tensor, n_rays: int, kernel: str,
