@@ -14,8 +14,10 @@ as in the reference; a multiply-add is fused (rounded once), as in the reference
 
 Work split (deterministic, independent of the thread count): the forward and the x gradient run
 in parallel over one block of points per thread, level by level inside a block so that one
-level's table stays in cache; the table gradient runs in parallel over levels (their rows are
-disjoint), each level visiting the points in order. The backward recomputes rows and weights
+level's table stays in cache, the forward gathering a point's corners together (the corner loops
+unrolled for 2, 3 and 4 dimensions); the table gradient transposes grad_out to level-major in
+parallel over points, then runs in parallel over levels (their rows are disjoint, each level
+zeroing its own), each level visiting the points in order. The backward recomputes rows and weights
 instead of storing them. Only first derivatives are provided (``once_differentiable``).
 """
 
@@ -78,8 +80,8 @@ def _corner(c, nb, hashed, size, lo, hi, w, rows, wts):
 
 @jit
 def _scratch(d):
-    """Buffers of one work item for :func:`_axes` and :func:`_corner`: lo, hi [d, SUB] int64,
-    w, dw [d, SUB] float32, rows [SUB] int64, wts [SUB] float32."""
+    """Buffers of one work item for :func:`_axes` and :func:`_corner`: lo, hi [d, SUB] uint32,
+    w, dw [d, SUB] float32, rows [SUB] uint32, wts [SUB] float32."""
     return (np.empty((d, SUB), np.uint32), np.empty((d, SUB), np.uint32), np.empty((d, SUB), np.float32),
             np.empty((d, SUB), np.float32), np.empty(SUB, np.uint32), np.empty(SUB, np.float32))
 
