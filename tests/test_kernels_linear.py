@@ -108,3 +108,12 @@ def test_float64_takes_the_reference(paths):
     with torch.no_grad():
         m(torch.randn(2 * linear.ROWS, 8, dtype=torch.float64))
     assert paths == [False]
+
+
+def test_input_changed_in_place_after_the_forward_is_refused():
+    m = MLP(8, 16, 1, 2)
+    x = torch.randn(linear.ROWS + 5, 8)
+    out = m(x)
+    x.add_(1.0)  # the saved layer inputs no longer match
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()

@@ -76,6 +76,7 @@ class _Trained(torch.autograd.Function):
     def forward(ctx, x: Tensor, n_hidden: int, skips: tuple[int, ...], *params: Tensor | None) -> Tensor:
         layers = [(params[2 * i], params[2 * i + 1]) for i in range(n_hidden + 1)]
         ctx.blocks, ctx.inputs, ctx.skips, ctx.layers, ctx.in_dim = _blocks(x.shape[0]), [], skips, layers, x.shape[1]
+        ctx.save_for_backward(x)  # (the blocks keep views of x: autograd's check of in-place changes)
         outs = []
         for s, e, fused in ctx.blocks:
             ctx.inputs.append([])
@@ -85,6 +86,7 @@ class _Trained(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
+        ctx.saved_tensors  # raises if x was changed in place since the forward
         layers, in_dim = ctx.layers, ctx.in_dim
         grads = [[torch.zeros_like(w), None if b is None else torch.zeros_like(b)] for w, b in layers]
         want_x = ctx.needs_input_grad[0]

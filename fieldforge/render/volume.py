@@ -35,15 +35,16 @@ def exclusive_segment_cumsum(values: Tensor, ray_indices: Tensor, n_rays: int) -
 def pass_weights(sd: Tensor, ray_indices: Tensor, n_rays: int, log_t: Tensor, early_stop_eps: float,
                  alpha_thre: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
     """The compositing terms of one marching pass over samples [K] grouped by ray (a ray's samples
-    contiguous, front to back; ``ray_indices`` in [0, n_rays)): ``sd`` = sigma delta (float32), ``log_t`` (float64) the -log
-    transmittance of each sample's ray before the pass. Returns
+    contiguous, front to back; ``ray_indices`` in [0, n_rays)): ``sd`` = sigma delta (float32),
+    ``log_t`` (float64) the -log transmittance of each sample's ray before the pass. Returns
 
     - ``sd`` with the samples of alpha = 1 - exp(-sd) < ``alpha_thre`` set to 0 (a new tensor),
     - ``sel`` [M]: the composited samples, T_i = exp(-(log_t + exclusive sum of sd)) >=
       ``early_stop_eps`` (compared in float32, the exclusive sum rounded to float32) and sd_i > 0,
     - ``w`` [M]: their weights T_i (1 - exp(-sd_i)), computed in float64, returned as float32.
 
-    Float32 CPU tensors take the serial kernel of :mod:`fieldforge.kernels.volume`."""
+    Float32 CPU tensors take the kernel of :mod:`fieldforge.kernels.volume` (one part of the
+    rays per thread)."""
     if sd.dtype == torch.float32 and log_t.dtype == torch.float64 and kernels.enabled(sd, ray_indices, log_t):
         try:
             from fieldforge.kernels import volume as fused
